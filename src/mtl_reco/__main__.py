@@ -1,0 +1,21 @@
+"""``python -m mtl_reco``: run the project like ``kedro run``."""
+
+import sys
+from pathlib import Path
+
+from kedro.framework.cli.utils import find_run_command
+from kedro.framework.project import configure_project
+
+
+def main(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    """Entry point: configure the project and dispatch to ``kedro run``."""
+    package_name = Path(__file__).parent.name
+    configure_project(package_name)
+    interactive = hasattr(sys, "ps1")
+    kwargs["standalone_mode"] = not interactive
+    run = find_run_command(package_name)
+    return run(*args, **kwargs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Multi-task architectures (one file each) and their registry."""

@@ -1,0 +1,1 @@
+"""Loss-weighting strategies (one file each) and their registry."""

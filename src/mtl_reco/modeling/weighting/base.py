@@ -1,0 +1,85 @@
+"""The contract every loss-weighting strategy fulfils.
+
+One entry point: :meth:`LossWeighting.backward` turns the named task losses
+(plus the model's optional auxiliary loss, always added with weight 1) into
+gradients in ``.grad`` of the model's parameters and of the strategy's own
+learnable parameters, and returns the task weights it used (plain floats, for
+logging). The trainer calls, per batch::
+
+    optimizer.zero_grad(set_to_none=True)
+    weights = strategy.backward(losses, aux_loss)
+    optimizer.step()           # also steps the strategy's own parameters
+    strategy.after_step()      # e.g. GradNorm renormalises its weights
+
+and, per epoch, ``strategy.on_epoch_end(mean_train_losses)`` (DWA).
+
+State (learnable weights, initial losses, moving averages, loss history)
+lives in parameters and buffers, so ``state_dict()`` checkpoints it. The
+strategy's own parameters are given to the trainer's optimizer through
+:meth:`param_groups`, with their own learning rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mtl_reco.modeling.config import WeightingConfig
+from mtl_reco.modeling.models.base import MultiTaskModel
+
+
+class LossWeighting(nn.Module):
+    """Base class of loss-weighting strategies.
+
+    Args:
+        task_names: Names of the loss heads, in order.
+        config: The strategy's typed hyperparameters.
+    """
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[WeightingConfig]] = WeightingConfig
+
+    def __init__(self, task_names: Sequence[str], config: WeightingConfig | None = None) -> None:
+        super().__init__()
+        self.task_names: tuple[str, ...] = tuple(task_names)
+        self.config = config if config is not None else self.config_cls()
+        self._model: MultiTaskModel | None = None
+
+    def bind(self, model: MultiTaskModel) -> None:
+        """Attach the model whose gradients this strategy shapes (called once)."""
+        if tuple(model.task_names) != self.task_names:
+            raise ValueError(
+                f"{type(self).__name__} was built for tasks {self.task_names}, "
+                f"the model has {model.task_names}"
+            )
+        self._model = model
+
+    @property
+    def model(self) -> MultiTaskModel:
+        """The bound model."""
+        if self._model is None:
+            raise RuntimeError(f"{type(self).__name__}.bind(model) was not called")
+        return self._model
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for the strategy's own learnable parameters."""
+        return []
+
+    def backward(
+        self, losses: Mapping[str, torch.Tensor], aux_loss: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Accumulate gradients of the weighted objective; return the weights used."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Hook run after ``optimizer.step()`` (default: nothing)."""
+
+    def on_epoch_end(self, epoch_losses: Mapping[str, float]) -> None:
+        """Hook run with the epoch's mean training loss per task (default: nothing)."""
+
+    def current_weights(self) -> dict[str, float]:
+        """Weights the next step will start from (for logging)."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Kedro pipelines: glue only (nodes call into sources/processing/modeling)."""

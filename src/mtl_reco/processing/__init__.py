@@ -1,0 +1,1 @@
+"""Data-side library: validation rules, labels, splits, feature encoding (no Kedro)."""

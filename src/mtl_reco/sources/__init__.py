@@ -1,0 +1,1 @@
+"""Raw-data sources: readers and the simulator (plain pandas/pyarrow, no Kedro)."""
