@@ -28,12 +28,16 @@ def shared_data() -> Path:
     path = shared_data_dir()
     if not path.is_dir():
         if os.environ.get("MTL_RECO_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(f"real data folder {path} is required (MTL_RECO_REQUIRE_SHARED_DATA=1)")
+            pytest.fail(
+                f"real data folder {path} is required (MTL_RECO_REQUIRE_SHARED_DATA=1)"
+            )
         pytest.skip(f"real data folder {path} not present")
     return path
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Deselect ``gpu`` tests on machines without CUDA (reported, not hidden)."""
     import torch
 

@@ -7,7 +7,7 @@ from kedro.framework.cli.utils import find_run_command
 from kedro.framework.project import configure_project
 
 
-def main(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+def main(*args, **kwargs):
     """Entry point: configure the project and dispatch to ``kedro run``."""
     package_name = Path(__file__).parent.name
     configure_project(package_name)

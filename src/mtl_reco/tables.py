@@ -118,7 +118,9 @@ class ParquetTable:
 
     def to_pandas(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Read the whole file (or some columns) into memory."""
-        return pq.read_table(self.path, columns=list(columns) if columns else None).to_pandas()
+        return pq.read_table(
+            self.path, columns=list(columns) if columns else None
+        ).to_pandas()
 
 
 class StreamTable:
@@ -201,12 +203,16 @@ def write_parquet(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(table, pd.DataFrame):
-        chunks: Iterable[pd.DataFrame] = FrameTable(table).iter_chunks(chunk_rows=chunk_rows)
+        chunks: Iterable[pd.DataFrame] = FrameTable(table).iter_chunks(
+            chunk_rows=chunk_rows
+        )
     elif isinstance(table, Table):
         chunks = table.iter_chunks(chunk_rows=chunk_rows)
     else:
         chunks = table
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     rows = 0
     writer: pq.ParquetWriter | None = None
@@ -214,13 +220,17 @@ def write_parquet(
         for chunk in chunks:
             arrow = pa.Table.from_pandas(chunk, preserve_index=False)
             if writer is None:
-                writer = pq.ParquetWriter(tmp_name, arrow.schema, compression=compression)
+                writer = pq.ParquetWriter(
+                    tmp_name, arrow.schema, compression=compression
+                )
             elif arrow.schema != writer.schema:
                 arrow = _align(arrow, writer.schema)
             writer.write_table(arrow)
             rows += arrow.num_rows
         if writer is None:
-            raise ValueError(f"nothing to write to {target}: the table yielded no chunk")
+            raise ValueError(
+                f"nothing to write to {target}: the table yielded no chunk"
+            )
         writer.close()
         writer = None
         os.replace(tmp_name, target)
@@ -235,6 +245,7 @@ def write_parquet(
 def _align(arrow: pa.Table, schema: pa.Schema) -> pa.Table:
     if arrow.schema.names != schema.names:
         raise ValueError(
-            f"chunk columns {arrow.schema.names} differ from the first chunk's {schema.names}"
+            f"chunk columns {arrow.schema.names} differ from the first "
+            f"chunk's {schema.names}"
         )
     return arrow.cast(schema.remove_metadata()).replace_schema_metadata(schema.metadata)

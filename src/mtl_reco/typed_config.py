@@ -61,7 +61,9 @@ class StrictConfig(metaclass=_StrictMeta):
         hints = _hints(type(self))
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, field.name)
-            converted = _coerce(value, hints[field.name], f"{type(self).__name__}.{field.name}")
+            converted = _coerce(
+                value, hints[field.name], f"{type(self).__name__}.{field.name}"
+            )
             if converted is not value:
                 object.__setattr__(self, field.name, converted)
         self.validate()
@@ -75,7 +77,9 @@ class StrictConfig(metaclass=_StrictMeta):
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{cls.__name__} expects a mapping, got {type(raw).__name__}")
+            raise ConfigError(
+                f"{cls.__name__} expects a mapping, got {type(raw).__name__}"
+            )
         return cls(**dict(raw))
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +96,9 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+        }
     if isinstance(value, Mapping):
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -104,7 +110,7 @@ def _type_label(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:  # noqa: PLR0911, PLR0912
+def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise ConfigError."""
     if tp is Any:
         return value
@@ -125,7 +131,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:  # noqa: PLR0911, PLR0912
         allowed = get_args(tp)
         if value not in allowed:
             raise ConfigError(
-                f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}"
+                f"{where}: {value!r} is not one of "
+                f"{', '.join(repr(a) for a in allowed)}"
             )
         return value
     if isinstance(tp, type) and issubclass(tp, StrictConfig):
@@ -134,7 +141,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:  # noqa: PLR0911, PLR0912
         if value is None:
             return tp()
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping for {tp.__name__}, got {value!r}"
+            )
         try:
             return tp(**dict(value))
         except ConfigError as exc:
@@ -150,7 +159,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:  # noqa: PLR0911, PLR0912
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         args = get_args(tp)
-        val_tp = args[1] if len(args) == 2 else Any  # noqa: PLR2004
+        val_tp = args[1] if len(args) == 2 else Any
         return {k: _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, str) and value.lower() in ("true", "false"):

@@ -47,13 +47,17 @@ class ParquetTableDataset(AbstractVersionedDataset[Any, ParquetTable]):
         """Return a lazy handle on the (latest version of the) file."""
         path = Path(self._get_load_path().as_posix())
         if not path.exists():
-            raise DatasetError(f"parquet table {path} does not exist; run the stage that writes it")
+            raise DatasetError(
+                f"parquet table {path} does not exist; run the stage that writes it"
+            )
         return ParquetTable(path)
 
     def save(self, data: Table | pd.DataFrame | Any) -> None:
         """Stream ``data`` to the (new version of the) file."""
         path = Path(self._get_save_path().as_posix())
-        write_parquet(data, path, chunk_rows=self._chunk_rows, compression=self._compression)
+        write_parquet(
+            data, path, chunk_rows=self._chunk_rows, compression=self._compression
+        )
 
     def _exists(self) -> bool:
         try:

@@ -82,7 +82,7 @@ class ModelSpec(StrictConfig):
 
     def build_config(self) -> ModelConfig:
         """Return the model's typed config (raises ConfigError when invalid)."""
-        from mtl_reco.modeling.models.registry import get_model_class  # noqa: PLC0415
+        from mtl_reco.modeling.models.registry import get_model_class
 
         cls = get_model_class(self.name)
         try:
@@ -104,7 +104,7 @@ class WeightingSpec(StrictConfig):
 
     def build_config(self) -> WeightingConfig:
         """Return the strategy's typed config (raises ConfigError when invalid)."""
-        from mtl_reco.modeling.weighting.registry import get_strategy_class  # noqa: PLC0415
+        from mtl_reco.modeling.weighting.registry import get_strategy_class
 
         cls = get_strategy_class(self.name)
         try:
@@ -225,7 +225,9 @@ class TrainerConfig(StrictConfig):
             raise ConfigError(f"trainer.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("trainer.batch_size and eval_batch_size must be >= 1")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
             raise ConfigError(
                 f"trainer.device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
             )

@@ -60,7 +60,9 @@ class SparseFeature:
         if self.cardinality < 1:
             raise SchemaError(f"sparse feature {self.name!r}: cardinality must be >= 1")
         if self.embedding_dim < 1:
-            raise SchemaError(f"sparse feature {self.name!r}: embedding_dim must be >= 1")
+            raise SchemaError(
+                f"sparse feature {self.name!r}: embedding_dim must be >= 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,14 @@ class FeatureSchema:
         if not self.sparse and not self.dense:
             raise SchemaError("the feature schema has no input feature")
         if self.funnel is not None:
-            for role, task in (("click", self.funnel.click), ("conversion", self.funnel.conversion)):
+            for role, task in (
+                ("click", self.funnel.click),
+                ("conversion", self.funnel.conversion),
+            ):
                 if task not in self.task_names:
                     raise SchemaError(
-                        f"funnel {role} task {task!r} is not one of the tasks {self.task_names}"
+                        f"funnel {role} task {task!r} is not one of the tasks "
+                        f"{self.task_names}"
                     )
 
     @property
@@ -149,7 +155,9 @@ class FeatureSchema:
         """Return a copy restricted/reordered to ``tasks`` (names or specs)."""
         specs = tuple(self.task(t) if isinstance(t, str) else t for t in tasks)
         funnel = self.funnel
-        if funnel is not None and not {funnel.click, funnel.conversion} <= {s.name for s in specs}:
+        if funnel is not None and not {funnel.click, funnel.conversion} <= {
+            s.name for s in specs
+        }:
             funnel = None
         return replace(self, tasks=specs, funnel=funnel)
 
@@ -157,14 +165,20 @@ class FeatureSchema:
         """Return a copy where every sparse field uses ``dim`` (``None``: unchanged)."""
         if dim is None:
             return self
-        return replace(self, sparse=tuple(replace(f, embedding_dim=int(dim)) for f in self.sparse))
+        return replace(
+            self, sparse=tuple(replace(f, embedding_dim=int(dim)) for f in self.sparse)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON representation (see the module docstring)."""
         return {
             "format_version": FORMAT_VERSION,
             "sparse": [
-                {"name": f.name, "cardinality": f.cardinality, "embedding_dim": f.embedding_dim}
+                {
+                    "name": f.name,
+                    "cardinality": f.cardinality,
+                    "embedding_dim": f.embedding_dim,
+                }
                 for f in self.sparse
             ],
             "dense": [{"name": f.name} for f in self.dense],
@@ -185,7 +199,9 @@ class FeatureSchema:
             funnel_raw = raw.get("funnel")
             return cls(
                 sparse=tuple(
-                    SparseFeature(str(f["name"]), int(f["cardinality"]), int(f["embedding_dim"]))
+                    SparseFeature(
+                        str(f["name"]), int(f["cardinality"]), int(f["embedding_dim"])
+                    )
                     for f in raw.get("sparse", [])
                 ),
                 dense=tuple(DenseFeature(str(f["name"])) for f in raw.get("dense", [])),
@@ -199,7 +215,9 @@ class FeatureSchema:
                 extras=tuple(str(e) for e in raw.get("extras", [])),
             )
         except (KeyError, TypeError) as exc:
-            raise SchemaError(f"malformed feature schema: missing or bad field {exc}") from exc
+            raise SchemaError(
+                f"malformed feature schema: missing or bad field {exc}"
+            ) from exc
 
     def to_json(self) -> str:
         """Serialise to a JSON string."""

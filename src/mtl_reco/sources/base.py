@@ -92,7 +92,8 @@ class RawSchema:
             "split_column": self.split_column,
             "funnel": list(self.funnel) if self.funnel else None,
             "default_tasks": [
-                {"name": t.name, "source": t.source, "type": t.type} for t in self.default_tasks
+                {"name": t.name, "source": t.source, "type": t.type}
+                for t in self.default_tasks
             ],
             "time_column": self.time_column,
         }
@@ -110,7 +111,11 @@ class RawSchema:
             split_column=raw.get("split_column"),
             funnel=(str(funnel[0]), str(funnel[1])) if funnel else None,
             default_tasks=tuple(
-                TaskDefinition(str(t["name"]), str(t["source"]), str(t.get("type", "classification")))
+                TaskDefinition(
+                    str(t["name"]),
+                    str(t["source"]),
+                    str(t.get("type", "classification")),
+                )
                 for t in raw.get("default_tasks", ())
             ),
             time_column=raw.get("time_column"),

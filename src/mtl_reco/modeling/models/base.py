@@ -66,7 +66,7 @@ class MultiTaskModel(nn.Module):
                 f"got {type(self.config).__name__}"
             )
         self.tasks: tuple[TaskSpec, ...] = tuple(self.schema.tasks)
-        if len(self.tasks) < 2:  # noqa: PLR2004
+        if len(self.tasks) < 2:
             raise ModelContractError(
                 f"{type(self).__name__} is a multi-task model: give at least 2 tasks, "
                 f"got {[t.name for t in self.tasks]}"
@@ -96,7 +96,9 @@ class MultiTaskModel(nn.Module):
         types = {t.name: t.type for t in self.tasks}
         return {name: types.get(name, "classification") for name in self.output_names}
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Return ``{output_name: (B,) logits or regression values}``."""
         raise NotImplementedError
 
@@ -117,7 +119,9 @@ class MultiTaskModel(nn.Module):
         return None
 
     # -- conveniences shared by all models ----------------------------------------
-    def predict(self, sparse: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+    def predict(
+        self, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Return probabilities for classification outputs, values for regression."""
         outputs = self(sparse, dense)
         types = self.task_types
@@ -127,7 +131,7 @@ class MultiTaskModel(nn.Module):
         }
 
     def spec(self) -> dict[str, object]:
-        """JSON-friendly description sufficient to rebuild the model via the registry."""
+        """JSON-friendly description that rebuilds the model via the registry."""
         return {
             "model": self.name,
             "config": self.config.to_dict(),

@@ -29,7 +29,9 @@ def get_model_class(name: str) -> type[MultiTaskModel]:
     """Return the class registered as ``name``; unknown names raise ConfigError."""
     target = _MODELS.get(name)
     if target is None:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(available_models())}")
+        raise ConfigError(
+            f"unknown model {name!r}; choose one of {', '.join(available_models())}"
+        )
     module_name, _, attr = target.partition(":")
     cls: type[MultiTaskModel] = getattr(importlib.import_module(module_name), attr)
     return cls
@@ -47,11 +49,15 @@ def build_model(
     ``None`` (defaults).
     """
     cls = get_model_class(name)
-    typed = config if isinstance(config, ModelConfig) else cls.config_cls.from_dict(config)
+    typed = (
+        config if isinstance(config, ModelConfig) else cls.config_cls.from_dict(config)
+    )
     return cls(schema, tasks, typed)
 
 
 def model_from_spec(spec: Mapping[str, Any]) -> MultiTaskModel:
     """Rebuild an (untrained) model from :meth:`MultiTaskModel.spec` output."""
     schema = FeatureSchema.from_dict(spec["schema"])
-    return build_model(str(spec["model"]), schema, list(spec["tasks"]), spec.get("config"))
+    return build_model(
+        str(spec["model"]), schema, list(spec["tasks"]), spec.get("config")
+    )

@@ -42,7 +42,9 @@ class LossWeighting(nn.Module):
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[WeightingConfig]] = WeightingConfig
 
-    def __init__(self, task_names: Sequence[str], config: WeightingConfig | None = None) -> None:
+    def __init__(
+        self, task_names: Sequence[str], config: WeightingConfig | None = None
+    ) -> None:
         super().__init__()
         self.task_names: tuple[str, ...] = tuple(task_names)
         self.config = config if config is not None else self.config_cls()

@@ -29,7 +29,8 @@ def get_strategy_class(name: str) -> type[LossWeighting]:
     target = _STRATEGIES.get(name)
     if target is None:
         raise ConfigError(
-            f"unknown loss weighting {name!r}; choose one of {', '.join(available_strategies())}"
+            f"unknown loss weighting {name!r}; choose one of "
+            f"{', '.join(available_strategies())}"
         )
     module_name, _, attr = target.partition(":")
     cls: type[LossWeighting] = getattr(importlib.import_module(module_name), attr)
@@ -43,5 +44,9 @@ def build_strategy(
 ) -> LossWeighting:
     """Build the strategy ``name`` for the given loss heads."""
     cls = get_strategy_class(name)
-    typed = config if isinstance(config, WeightingConfig) else cls.config_cls.from_dict(config)
+    typed = (
+        config
+        if isinstance(config, WeightingConfig)
+        else cls.config_cls.from_dict(config)
+    )
     return cls(task_names, typed)
