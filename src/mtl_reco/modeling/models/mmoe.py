@@ -1,0 +1,144 @@
+"""MMoE (Ma et al. 2018): shared experts, one softmax gate and tower per task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mtl_reco.modeling.config import ConfigError, ModelConfig
+from mtl_reco.modeling.layers import (
+    ExpertBank,
+    ExpertLayout,
+    FeatureEmbedding,
+    SoftmaxGate,
+    Tower,
+    check_dims,
+    mix_experts,
+)
+from mtl_reco.modeling.models.base import MultiTaskModel
+from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+
+
+@dataclass(frozen=True)
+class MMoEConfig(ModelConfig):
+    """Hyperparameters of :class:`MMoE`.
+
+    Attributes:
+        n_experts: Number of shared experts.
+        expert_dims: Hidden widths of each expert MLP (at least one).
+        tower_dims: Hidden widths of each task tower (may be empty).
+        expert_layout: How the experts are computed (``auto``, ``per_expert``,
+            ``fused``, ``bmm``; see :class:`~mtl_reco.modeling.layers.ExpertBank`).
+            It changes speed only, never results or the state dict.
+    """
+
+    n_experts: int = 8
+    expert_dims: list[int] = field(default_factory=lambda: [256, 128])
+    tower_dims: list[int] = field(default_factory=lambda: [64])
+    expert_layout: ExpertLayout = "auto"
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        super().validate()
+        if self.n_experts < 1:
+            raise ConfigError(f"n_experts must be >= 1, got {self.n_experts}")
+        check_dims("expert_dims", self.expert_dims)
+        check_dims("tower_dims", self.tower_dims, allow_empty=True)
+
+
+class MMoE(MultiTaskModel):
+    """Multi-gate Mixture-of-Experts.
+
+    Paper: J. Ma, Z. Zhao, X. Yi, J. Chen, L. Hong, E. H. Chi, "Modeling Task
+    Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts",
+    KDD 2018.
+
+    Every task ``t`` mixes the same ``E`` experts with its own softmax gate
+    ``g_t(x)`` and feeds the mixture to its tower.
+
+    Args:
+        schema: Feature schema of the encoded data.
+        tasks: Tasks to predict (``None``: every task of the schema); any
+            number >= 2, classification or regression.
+        config: :class:`MMoEConfig`.
+
+    Shapes:
+        ``forward(sparse (B, n_sparse) ids, dense (B, n_dense))`` returns
+        ``{task: (B,)}``: logits for classification, raw values for
+        regression. :meth:`gate_weights` returns ``(B, n_tasks, n_experts)``.
+
+    Parameter roles:
+        * shared: the embedding tables and the experts (every loss reaches
+          every expert through its gate);
+        * last shared layer: the experts' last-layer weight, one tensor
+          ``(E, expert_dims[-1], in)``;
+        * per task: its gate and its tower.
+    """
+
+    name = "mmoe"
+    config_cls = MMoEConfig
+    config: MMoEConfig
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        tasks: Sequence[TaskSpec | str] | None = None,
+        config: MMoEConfig | None = None,
+    ) -> None:
+        super().__init__(schema, tasks, config)
+        cfg = self.config
+        self.embedding = FeatureEmbedding(self.schema, cfg.embedding_dim)
+        in_dim = self.embedding.output_dim
+        self.experts = ExpertBank(
+            in_dim,
+            cfg.n_experts,
+            cfg.expert_dims,
+            cfg.activation,
+            cfg.dropout,
+            cfg.expert_layout,
+        )
+        self.gates = nn.ModuleList(
+            SoftmaxGate(in_dim, cfg.n_experts) for _ in self.tasks
+        )
+        self.towers = nn.ModuleList(
+            Tower(self.experts.out_dim, cfg.tower_dims, cfg.activation, cfg.dropout)
+            for _ in self.tasks
+        )
+
+    def _gates(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([gate(x) for gate in self.gates], dim=1)
+
+    def forward(
+        self, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Return ``{task: (B,)}`` logits / regression values."""
+        x = self.embedding(sparse, dense)
+        mixed = mix_experts(self._gates(x), self.experts(x))  # (B, T, d)
+        return {
+            task.name: tower(mixed[:, i])
+            for i, (task, tower) in enumerate(zip(self.tasks, self.towers, strict=True))
+        }
+
+    def gate_weights(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Mixture weights ``(B, n_tasks, n_experts)`` (each row sums to 1)."""
+        return self._gates(self.embedding(sparse, dense))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Embedding tables and every expert."""
+        return [*self.embedding.parameters(), *self.experts.parameters()]
+
+    def last_shared_layer(self) -> nn.Parameter:
+        """The experts' last-layer weight ``(E, expert_dims[-1], in)``."""
+        return self.experts.last_layer_weight()
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Each task's gate and tower."""
+        return {
+            task.name: [*gate.parameters(), *tower.parameters()]
+            for task, gate, tower in zip(
+                self.tasks, self.gates, self.towers, strict=True
+            )
+        }
