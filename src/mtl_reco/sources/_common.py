@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,9 +203,57 @@ def resolve_split_paths(
     return [(s, p) for s, p in files]  # type: ignore[misc]
 
 
+def iter_csv_chunks(
+    path: Path,
+    source: str,
+    chunk_rows: int,
+    **read_kwargs: Any,
+) -> Iterator[pd.DataFrame]:
+    """Read a CSV (plain or compressed) with pandas in chunks.
+
+    Unreadable input becomes a :class:`SourceError` naming the file: a parse
+    error (pandas reports the line, e.g. "Expected 42 fields in line 7,
+    saw 43"), no columns at all, a corrupt archive, undecodable bytes.
+    Yields nothing when the file has a header but no rows.
+    """
+    try:
+        reader = pd.read_csv(path, chunksize=chunk_rows, **read_kwargs)
+    except Exception as exc:
+        raise _read_error(path, source, exc) from exc
+    with reader:
+        while True:
+            try:
+                chunk = next(reader)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise _read_error(path, source, exc) from exc
+            yield chunk
+
+
+def read_csv_header(path: Path, source: str, **read_kwargs: Any) -> list[str]:
+    """Column names of a CSV with a header row (:class:`SourceError` if none)."""
+    try:
+        frame = pd.read_csv(path, nrows=0, **read_kwargs)
+    except Exception as exc:
+        raise _read_error(path, source, exc) from exc
+    return [str(c) for c in frame.columns]
+
+
+def _read_error(path: Path, source: str, exc: Exception) -> SourceError:
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return SourceError(f"{source}: {path} has no columns (empty file?)")
+    if isinstance(exc, pd.errors.ParserError):
+        return SourceError(f"{source}: cannot parse {path}: {exc}")
+    if isinstance(exc, SourceError):
+        return exc
+    return SourceError(f"{source}: cannot read {path}: {type(exc).__name__}: {exc}")
+
+
 def add_split(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
     """Append the ``split`` column (as strings) when ``split`` is given."""
     if split is None:
         return frame
-    frame[SPLIT_COLUMN] = pd.Series([split] * len(frame), dtype="str").values
+    frame[SPLIT_COLUMN] = split
+    frame[SPLIT_COLUMN] = frame[SPLIT_COLUMN].astype("str")
     return frame

@@ -20,7 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mtl_reco.sources.ali_ccp import AliCcpOptions, read_ali_ccp
+from mtl_reco.sources.aliexpress import AliExpressOptions, read_aliexpress
 from mtl_reco.sources.base import RawSchema, SourceError
+from mtl_reco.sources.census_income import CensusIncomeOptions, read_census_income
 from mtl_reco.sources.simulated import SimulatedOptions, read_simulated
 from mtl_reco.tables import Table
 from mtl_reco.typed_config import ConfigError, StrictConfig
@@ -36,6 +39,9 @@ class SourceSpec:
 
 _SOURCES: dict[str, SourceSpec] = {
     "simulated": SourceSpec(SimulatedOptions, read_simulated),
+    "census_income": SourceSpec(CensusIncomeOptions, read_census_income),
+    "ali_ccp": SourceSpec(AliCcpOptions, read_ali_ccp),
+    "aliexpress": SourceSpec(AliExpressOptions, read_aliexpress),
 }
 
 
