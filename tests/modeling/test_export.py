@@ -1,0 +1,216 @@
+"""ONNX export: parity with PyTorch, sanitised names, dynamic batch, predictor."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from mtl_reco.modeling import export as export_module
+from mtl_reco.modeling.export import (
+    ExportError,
+    OnnxPredictor,
+    check_parity,
+    export_onnx,
+    sanitize_name,
+)
+from mtl_reco.modeling.models.registry import available_models
+from mtl_reco.modeling.schema import (
+    DenseFeature,
+    FeatureSchema,
+    Funnel,
+    SparseFeature,
+    TaskSpec,
+)
+
+from .conftest import make_small_model, random_inputs
+
+MODELS = available_models()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_schema):
+    """Every model exported once (in training mode, with dropout)."""
+    folder = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for name in MODELS:
+        model = make_small_model(name, tiny_schema, dropout=0.2).train()
+        path = folder / name / f"{name}.onnx"
+        description = export_onnx(model, path)
+        out[name] = (model, path, description)
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parity_at_batch_1_and_37(name, exported, tiny_schema):
+    model, path, _ = exported[name]
+    for n_rows in (1, 37):
+        diff = check_parity(
+            model, path, random_inputs(tiny_schema, n_rows, seed=n_rows)
+        )
+        assert diff <= 1e-5, f"{name} at batch {n_rows}: {diff}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_export_file_io_and_mode(name, exported, tiny_schema):
+    model, path, description = exported[name]
+    assert model.training, "export must restore the training mode"
+    assert description["exporter"] == "dynamo"
+    assert description["opset"] == 18
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # one file
+    proto = onnx.load(str(path))
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 18
+    inputs = {i.name: i for i in proto.graph.input}
+    assert list(inputs) == [
+        "sparse_user",
+        "sparse_item",
+        "sparse_cat",
+        "dense_d0",
+        "dense_d1",
+        "dense_d2",
+    ]
+    for graph_input in inputs.values():
+        dims = graph_input.type.tensor_type.shape.dim
+        assert len(dims) == 1 and dims[0].dim_param  # symbolic batch dimension
+    assert inputs["sparse_user"].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert inputs["dense_d0"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [o.name for o in proto.graph.output] == list(model.output_names)
+    kinds = {o["output"]: o["kind"] for o in description["outputs"]}
+    assert set(kinds.values()) == {"probability"}
+    heads = {o["output"]: o["loss_head"] for o in description["outputs"]}
+    assert heads == {n: n in model.task_names for n in model.output_names}
+
+
+def test_predictor_predict_and_frame(exported, planted_frames, planted_tables):
+    model, path, _ = exported["esmm"]
+    predictor = OnnxPredictor(path)
+    assert predictor.output_names == ["ctr", "ctcvr", "cvr"]
+    assert predictor.input_names[0] == "sparse_user"
+    table = planted_tables["valid"]
+    full = predictor.predict(table.sparse.numpy(), table.dense.numpy())
+    chunked = predictor.predict(table.sparse.numpy(), table.dense.numpy(), batch_size=7)
+    framed = predictor.predict_frame(planted_frames["valid"])
+    model.eval()
+    with torch.no_grad():
+        expected = model.predict(table.sparse, table.dense)
+    model.train()
+    for name in predictor.output_names:
+        assert full[name].shape == (len(table),)
+        np.testing.assert_allclose(full[name], expected[name].numpy(), atol=1e-5)
+        # GEMM blocking differs with the batch size: equal up to float rounding
+        np.testing.assert_allclose(chunked[name], full[name], atol=1e-6)
+        np.testing.assert_array_equal(framed[name], full[name])
+    np.testing.assert_allclose(full["ctcvr"], full["ctr"] * full["cvr"], atol=1e-6)
+    assert check_parity(model, path, table, max_rows=None) <= 1e-5
+    with pytest.raises(ValueError, match="lacks the model's input columns"):
+        predictor.predict_frame(planted_frames["valid"].drop(columns=["item"]))
+
+
+def _odd_schema() -> FeatureSchema:
+    return FeatureSchema(
+        sparse=(
+            SparseFeature("101", 30, 4),
+            SparseFeature("a-b", 20, 4),
+            SparseFeature("a_b", 10, 8),
+            SparseFeature("205", 5, 4),
+        ),
+        dense=(DenseFeature("D 508"), DenseFeature("1.5x")),
+        tasks=(TaskSpec("click"), TaskSpec("buy")),
+        funnel=Funnel("click", "buy"),
+    )
+
+
+def test_sanitised_names_and_dynamic_batch(tmp_path):
+    schema = _odd_schema()
+    model = make_small_model("mmoe", schema)
+    path = tmp_path / "odd.onnx"
+    description = export_onnx(model, path, example_batch=random_inputs(schema, 1))
+    names = [i["name"] for i in description["inputs"]]
+    assert names == [
+        "sparse_101",
+        "sparse_a_b",
+        "sparse_a_b_2",
+        "sparse_205",
+        "dense_D_508",
+        "dense_1_5x",
+    ]
+    assert description["name_map"]["sparse_a_b_2"] == "a_b"
+    assert description["name_map"]["dense_1_5x"] == "1.5x"
+    predictor = OnnxPredictor(path)
+    assert predictor.input_names == names
+    for n_rows in (1, 37, 300):
+        assert check_parity(model, path, random_inputs(schema, n_rows, n_rows)) <= 1e-5
+    sparse, dense = random_inputs(schema, 12, seed=3)
+    frame = pd.DataFrame(
+        {f.name: sparse[:, j].numpy() for j, f in enumerate(schema.sparse)}
+        | {f.name: dense[:, j].numpy() for j, f in enumerate(schema.dense)}
+    )
+    by_frame = predictor.predict_frame(frame)
+    by_matrix = predictor.predict(sparse.numpy(), dense.numpy())
+    for name in ("click", "buy"):
+        np.testing.assert_array_equal(by_frame[name], by_matrix[name])
+
+
+def test_sanitize_name():
+    assert sanitize_name("101", "sparse_") == "sparse_101"
+    assert sanitize_name("a-b.c d") == "a_b_c_d"
+    assert sanitize_name("9lives") == "_9lives"
+    assert sanitize_name("") == "_"
+
+
+def test_regression_output_is_raw_value(tmp_path, regression_schema):
+    model = make_small_model("ple", regression_schema, n_levels=1)
+    with torch.no_grad():
+        model.towers[1].head.bias.fill_(5.0)  # a value far outside [0, 1]
+    description = export_onnx(model, tmp_path / "reg.onnx")
+    kinds = {o["output"]: o["kind"] for o in description["outputs"]}
+    assert kinds == {"ctr": "probability", "value": "value"}
+    got = OnnxPredictor(tmp_path / "reg.onnx").predict(
+        *(t.numpy() for t in random_inputs(regression_schema, 9))
+    )
+    assert float(got["value"].mean()) > 2
+    assert bool(((got["ctr"] > 0) & (got["ctr"] < 1)).all())
+    assert (
+        check_parity(model, tmp_path / "reg.onnx", random_inputs(regression_schema, 37))
+        <= 1e-5
+    )
+
+
+def test_legacy_exporter_and_fallback(tmp_path, tiny_schema, monkeypatch, caplog):
+    model = make_small_model("mmoe", tiny_schema)
+    legacy = export_onnx(model, tmp_path / "legacy.onnx", exporter="legacy")
+    assert legacy["exporter"] == "legacy"
+    assert OnnxPredictor(tmp_path / "legacy.onnx").input_names[0] == "sparse_user"
+    assert (
+        check_parity(model, tmp_path / "legacy.onnx", random_inputs(tiny_schema, 37))
+        <= 1e-5
+    )
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated dynamo failure")
+
+    monkeypatch.setattr(export_module, "_export_dynamo", broken)
+    with caplog.at_level(logging.INFO, logger="mtl_reco.modeling.export"):
+        fallback = export_onnx(model, tmp_path / "fallback.onnx")
+    assert fallback["exporter"] == "legacy"
+    assert "simulated dynamo failure" in caplog.text
+    assert "legacy exporter" in caplog.text
+    with pytest.raises(ExportError, match="simulated dynamo failure"):
+        export_onnx(model, tmp_path / "never.onnx", exporter="dynamo")
+
+
+def test_predictor_rejects_foreign_onnx(tmp_path):
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None])],
+    )
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ExportError, match="metadata"):
+        OnnxPredictor(tmp_path / "foreign.onnx")
