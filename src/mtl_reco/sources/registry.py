@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtl_reco.sources.ali_ccp import AliCcpOptions, read_ali_ccp
+from mtl_reco.sources.ali_ccp_raw import AliCcpRawOptions, read_ali_ccp_raw
 from mtl_reco.sources.aliexpress import AliExpressOptions, read_aliexpress
 from mtl_reco.sources.base import RawSchema, SourceError
 from mtl_reco.sources.census_income import CensusIncomeOptions, read_census_income
@@ -41,6 +42,7 @@ _SOURCES: dict[str, SourceSpec] = {
     "simulated": SourceSpec(SimulatedOptions, read_simulated),
     "census_income": SourceSpec(CensusIncomeOptions, read_census_income),
     "ali_ccp": SourceSpec(AliCcpOptions, read_ali_ccp),
+    "ali_ccp_raw": SourceSpec(AliCcpRawOptions, read_ali_ccp_raw),
     "aliexpress": SourceSpec(AliExpressOptions, read_aliexpress),
 }
 
