@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
+from mtl_reco.sources import ali_ccp
 from mtl_reco.sources.base import SourceError
 from mtl_reco.sources.registry import available_sources, options_class, read_source
 from mtl_reco.sources.simulated import SimulatedOptions
-from mtl_reco.tables import Table
+from mtl_reco.tables import ParquetTable, Table, concat_chunks, write_parquet
 from mtl_reco.typed_config import ConfigError, StrictConfig
 
 
@@ -41,3 +46,65 @@ def test_options_forms() -> None:
         schema, table = read_source("simulated", options)
         assert schema.source == "simulated"
         assert isinstance(table, Table)
+
+
+def _odd_ali_ccp(tmp_path: Path) -> str:
+    header = ",".join(("click", "purchase", *ali_ccp.SPARSE, *ali_ccp.DENSE))
+    rows = [
+        ",".join([c, p] + ["4"] * 23 + ["0.25"] * 8)
+        for c, p in [("0", "0"), ("1", "1"), ("0", "1"), ("", "0"), ("2", "0")]
+    ]
+    path = tmp_path / "odd.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return str(path)
+
+
+def _cases(root: Path, tmp_path: Path) -> list[tuple[str, dict[str, object]]]:
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "ali_ccp_raw"
+    return [
+        ("simulated", {"n_rows": 200, "n_users": 500, "n_items": 300}),
+        ("ali_ccp_raw", {"directory": str(fixture)}),
+        ("ali_ccp", {"path": _odd_ali_ccp(tmp_path)}),
+        (
+            "ali_ccp",
+            {
+                "train": str(root / "ali-ccp/torch-rechub/ali_ccp_train_sample.csv"),
+                "test": str(root / "ali-ccp/torch-rechub/ali_ccp_test_sample.csv"),
+            },
+        ),
+        (
+            "aliexpress",
+            {"path": str(root / "aliexpress/torch-rechub/aliexpress_test_sample.csv")},
+        ),
+    ]
+
+
+def test_every_source_streams_to_parquet(shared_data: Path, tmp_path: Path) -> None:
+    """Chunks of one source share an Arrow schema, so write_parquet accepts them."""
+    for i, (name, options) in enumerate(_cases(shared_data, tmp_path)):
+        schema, table = read_source(name, options)
+        expected = concat_chunks(table.iter_chunks(chunk_rows=2))
+        target = tmp_path / f"{i}_{name}.parquet"
+        rows = write_parquet(table, target, chunk_rows=2)
+        assert rows == len(expected) > 0
+        back = ParquetTable(target).to_pandas()
+        assert list(back.columns) == schema.columns == list(expected.columns)
+        for col in schema.labels:
+            pd.testing.assert_series_equal(
+                back[col].astype("float64"), expected[col].astype("float64")
+            )
+        assert back[schema.sparse[0]].tolist() == expected[schema.sparse[0]].tolist()
+
+
+def test_census_chunks_share_a_schema(shared_data: Path, tmp_path: Path) -> None:
+    path = (
+        shared_data / "census-income-kdd/uci-raw/census_income_1994_1995_train.csv.gz"
+    )
+    head = tmp_path / "head.data"
+    with gzip.open(path, "rt") as handle:
+        head.write_text("".join(next(handle) for _ in range(50)))
+    _, table = read_source("census_income", {"path": str(head)})
+    rows = write_parquet(table, tmp_path / "census.parquet", chunk_rows=7)
+    back = ParquetTable(tmp_path / "census.parquet").to_pandas()
+    assert rows == 50 and back["hispanic_origin"].notna().all()
+    assert back["migration_code_change_in_msa"].isna().sum() > 0

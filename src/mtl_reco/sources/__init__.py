@@ -1,1 +1,20 @@
-"""Raw-data sources: readers and the simulator (plain pandas/pyarrow, no Kedro)."""
+"""Raw-data sources: readers and the simulator (plain pandas/pyarrow, no Kedro).
+
+Pick a source by name with :func:`mtl_reco.sources.registry.read_source`; it
+returns the :class:`~mtl_reco.sources.base.RawSchema` (label, sparse, dense,
+extra and split columns, funnel, default tasks) and a lazy, re-iterable,
+chunked :class:`~mtl_reco.tables.Table` of raw events.
+
+==================  ==========================================================
+``simulated``       built-in click -> purchase funnel with Ali-CCP's schema and
+                    the true propensities (:mod:`.simulated`)
+``census_income``   UCI Census-Income (KDD) raw files (:mod:`.census_income`)
+``ali_ccp``         processed 33-column Ali-CCP CSV (:mod:`.ali_ccp`)
+``ali_ccp_raw``     raw Tianchi skeleton + common features (:mod:`.ali_ccp_raw`)
+``aliexpress``      processed AliExpress CSV (:mod:`.aliexpress`)
+==================  ==========================================================
+
+Sources never clean data: labels are emitted as found and judged by the
+validation stage. Unreadable input (missing or empty file, wrong number of
+fields) raises :class:`~mtl_reco.sources.base.SourceError` naming the file.
+"""

@@ -34,14 +34,15 @@ class SourceTable(StreamTable):
 
     Args:
         produce: Called with ``chunk_rows`` on every iteration.
-        columns: Column names of the produced chunks.
+        columns: Column names of the produced chunks (``None``: from the
+            first chunk, when a file decides them).
         num_rows: Number of rows when known without reading (the simulator).
     """
 
     def __init__(
         self,
         produce: Callable[[int], Iterable[pd.DataFrame]],
-        columns: Sequence[str],
+        columns: Sequence[str] | None,
         num_rows: int | None = None,
     ) -> None:
         super().__init__(produce, columns)
@@ -200,7 +201,7 @@ def resolve_split_paths(
     files = [(s, require_file(str(named[s]), source)) for s in ordered]
     if len(files) == 1:
         return [(None, files[0][1])]
-    return [(s, p) for s, p in files]  # type: ignore[misc]
+    return [(s, p) for s, p in files]
 
 
 def iter_csv_chunks(

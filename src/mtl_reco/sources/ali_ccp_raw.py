@@ -288,7 +288,7 @@ def _cast(
     what: str,
 ) -> np.ndarray:
     try:
-        return pc.cast(text, to).to_numpy(zero_copy_only=False)
+        return np.asarray(pc.cast(text, to).to_numpy(zero_copy_only=False))
     except pa.ArrowInvalid:
         pass
     for i, value in enumerate(text.to_pylist()):
@@ -461,4 +461,4 @@ def hash_fraction(sample_ids: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic pseudo-uniform number in [0, 1) per ``sample_id`` string."""
     key = f"{seed % 10**16:016d}"
     hashed = pd.util.hash_array(np.asarray(sample_ids, dtype=object), hash_key=key)
-    return (hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.asarray((hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53)

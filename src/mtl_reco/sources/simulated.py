@@ -84,7 +84,8 @@ import numpy as np
 import pandas as pd
 
 from mtl_reco.sources._common import SourceTable, check_chunk_rows, rechunk
-from mtl_reco.sources.base import RawSchema, TaskDefinition
+from mtl_reco.sources.ali_ccp import DEFAULT_TASKS, DENSE, LABELS, SPARSE
+from mtl_reco.sources.base import RawSchema
 from mtl_reco.typed_config import ConfigError, StrictConfig
 
 logger = logging.getLogger(__name__)
@@ -96,42 +97,6 @@ CALIBRATION_ROWS = 200_000
 """Impressions drawn (from their own stream) to standardise scores and fit
 the intercepts."""
 
-LABELS = ("click", "purchase")
-SPARSE = (
-    "101",
-    "121",
-    "122",
-    "124",
-    "125",
-    "126",
-    "127",
-    "128",
-    "129",
-    "205",
-    "206",
-    "207",
-    "210",
-    "216",
-    "508",
-    "509",
-    "702",
-    "853",
-    "301",
-    "109_14",
-    "110_14",
-    "127_14",
-    "150_14",
-)
-DENSE = (
-    "D109_14",
-    "D110_14",
-    "D127_14",
-    "D150_14",
-    "D508",
-    "D509",
-    "D702",
-    "D853",
-)
 EXTRAS = ("true_pctr", "true_pcvr", "true_pctcvr", "day")
 
 _SLOTS = 3  # behaviour slots per user
@@ -219,10 +184,7 @@ def simulated_schema() -> RawSchema:
         extras=EXTRAS,
         split_column=None,
         funnel=("click", "purchase"),
-        default_tasks=(
-            TaskDefinition("ctr", "click"),
-            TaskDefinition("ctcvr", "click * purchase"),
-        ),
+        default_tasks=DEFAULT_TASKS,
         time_column="day",
     )
 
@@ -271,7 +233,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Zipf-like weights over ``n`` entities, popularity rank shuffled vs index."""
     ranks = rng.permutation(n)
-    return 1.0 / np.power(ranks + 1.0, exponent)
+    return np.asarray(1.0 / np.power(ranks + 1.0, exponent), dtype=np.float64)
 
 
 def _cdf(weights: np.ndarray) -> np.ndarray:
@@ -476,7 +438,7 @@ def _draw_in_category(
     """Draw one item per entry of ``cats`` by popularity within that category."""
     pos = np.searchsorted(cat_keys, cats + u, side="right")
     pos = np.minimum(pos, cat_end[cats] - 1)
-    return order[pos]
+    return np.asarray(order[pos], dtype=np.int64)
 
 
 def _calibrate(world: _World, o: SimulatedOptions) -> _World:
