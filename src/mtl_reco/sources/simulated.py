@@ -207,7 +207,7 @@ def iter_simulated(
     if options.n_rows == 0:
         yield _empty_frame()
         return
-    world = _world(options)
+    world = _world(dataclasses.replace(options, n_rows=0))  # same world any size
     n_blocks = math.ceil(options.n_rows / BLOCK_ROWS)
     blocks = (generate_block(world, options, k) for k in range(n_blocks))
     yield from rechunk(blocks, chunk_rows)
