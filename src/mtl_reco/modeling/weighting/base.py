@@ -7,7 +7,7 @@ learnable parameters, and returns the task weights it used (plain floats, for
 logging). The trainer calls, per batch::
 
     optimizer.zero_grad(set_to_none=True)
-    weights = strategy.backward(losses, aux_loss)
+    weights = strategy.backward(losses, aux_loss)   # or weighted_backward
     optimizer.step()           # also steps the strategy's own parameters
     strategy.after_step()      # e.g. GradNorm renormalises its weights
 
@@ -57,7 +57,9 @@ class LossWeighting(nn.Module):
                 f"{type(self).__name__} was built for tasks {self.task_names}, "
                 f"the model has {model.task_names}"
             )
-        self._model = model
+        # Not a registered submodule: the strategy's parameters, state_dict and
+        # .to() must cover its own state only, never the model's.
+        self.__dict__["_model"] = model
 
     @property
     def model(self) -> MultiTaskModel:
@@ -73,7 +75,22 @@ class LossWeighting(nn.Module):
     def backward(
         self, losses: Mapping[str, torch.Tensor], aux_loss: torch.Tensor | None = None
     ) -> dict[str, float]:
-        """Accumulate gradients of the weighted objective; return the weights used."""
+        """Accumulate gradients of the weighted objective; return the weights used.
+
+        Calls :meth:`weighted_backward` and turns its weights into floats.
+        """
+        weights = self.weighted_backward(losses, aux_loss)
+        return dict(zip(self.task_names, weights.tolist(), strict=True))
+
+    def weighted_backward(
+        self, losses: Mapping[str, torch.Tensor], aux_loss: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Same as :meth:`backward`, returning the weights as a ``(T,)`` tensor.
+
+        The tensor is detached and stays on the losses' device, so a training
+        loop can accumulate it without a host-device synchronisation per batch
+        (subclasses implement this method).
+        """
         raise NotImplementedError
 
     def after_step(self) -> None:

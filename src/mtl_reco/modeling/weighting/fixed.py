@@ -1,0 +1,76 @@
+"""Fixed per-task loss weights (the classic weighted sum)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mtl_reco.modeling.config import ConfigError, WeightingConfig
+from mtl_reco.modeling.weighting._common import ordered_losses, weighted_total
+from mtl_reco.modeling.weighting.base import LossWeighting
+
+
+@dataclass(frozen=True)
+class FixedWeightsConfig(WeightingConfig):
+    """Hyperparameters of :class:`FixedWeights`.
+
+    Attributes:
+        weights: Weight per task name; tasks not listed get 1.0. A name that
+            is not one of the model's loss heads is an error.
+    """
+
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        bad = {k: v for k, v in self.weights.items() if not v >= 0.0}
+        if bad:
+            raise ConfigError(f"fixed weights must be >= 0, got {bad}")
+
+
+class FixedWeights(LossWeighting):
+    """Constant weights: the objective is ``sum_i w_i L_i + aux``.
+
+    The standard multi-task objective (e.g. Caruana, "Multitask Learning",
+    1997); with the default weights it is the plain sum of the task losses.
+    One backward pass per step.
+
+    Args:
+        task_names: Names of the loss heads, in order.
+        config: :class:`FixedWeightsConfig`.
+
+    Raises:
+        ConfigError: ``config.weights`` names a task the model does not have.
+    """
+
+    name = "fixed"
+    config_cls = FixedWeightsConfig
+    config: FixedWeightsConfig
+    weights: torch.Tensor
+
+    def __init__(
+        self, task_names: Sequence[str], config: FixedWeightsConfig | None = None
+    ) -> None:
+        super().__init__(task_names, config)
+        unknown = sorted(set(self.config.weights) - set(self.task_names))
+        if unknown:
+            raise ConfigError(
+                f"fixed weights given for unknown task(s) {unknown}; the loss heads "
+                f"are {list(self.task_names)}"
+            )
+        values = [float(self.config.weights.get(n, 1.0)) for n in self.task_names]
+        self.register_buffer("weights", torch.tensor(values, dtype=torch.float32))
+
+    def weighted_backward(
+        self, losses: Mapping[str, torch.Tensor], aux_loss: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Backpropagate ``sum_i w_i L_i + aux``; return ``w``."""
+        ordered = ordered_losses(self.task_names, losses)
+        torch.autograd.backward(weighted_total(ordered, self.weights, aux_loss))
+        return self.weights.detach().clone()
+
+    def current_weights(self) -> dict[str, float]:
+        """The constant weights."""
+        return dict(zip(self.task_names, self.weights.tolist(), strict=True))
