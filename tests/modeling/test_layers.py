@@ -85,6 +85,20 @@ def test_int64_ids_and_gradient_reaches_only_used_rows():
     assert bool((grad[used] != 0).all()) and bool((grad[~used] == 0).all())
 
 
+def test_check_ids_names_the_bad_field():
+    schema = _schema((3, 3))
+    emb = FeatureEmbedding(schema)
+    emb.check_ids(torch.tensor([[4, 5]]))  # last valid ids: no error
+    with pytest.raises(ValueError, match=r"f1 \(cardinality 6\)"):
+        emb.check_ids(torch.tensor([[0, 6]]))
+    with pytest.raises(ValueError, match="f0"):
+        emb.check_ids(torch.tensor([[-1, 0]]))
+    with pytest.raises(ValueError, match="expected 2 sparse columns"):
+        emb.check_ids(torch.zeros(1, 3, dtype=torch.int64))
+    # non-persistent: the state dict holds only the tables and offsets
+    assert "cardinalities" not in emb.state_dict()
+
+
 def test_sparse_only_and_dense_only():
     sparse_only = _schema((4,), n_dense=0)
     emb = FeatureEmbedding(sparse_only)

@@ -109,10 +109,38 @@ class FeatureEmbedding(nn.Module):
                 f"offsets_{g}", torch.tensor(offsets, dtype=torch.int64)
             )
             self.register_buffer(f"fields_{g}", torch.tensor(fields, dtype=torch.int64))
+        self.field_names = tuple(schema.sparse_names)
+        self.register_buffer(
+            "cardinalities",
+            torch.tensor([f.cardinality for f in schema.sparse], dtype=torch.int64),
+            persistent=False,
+        )
         self.embedding_output_dim = sum(
             dim * len(fields) for dim, fields in groups.items()
         )
         self.output_dim = self.embedding_output_dim + self.n_dense
+
+    def check_ids(self, sparse: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the field when an id is out of range.
+
+        :meth:`forward` does not check (it would cost a device sync per
+        batch); an id beyond a field's cardinality would silently read
+        another field's rows. The encoder guarantees the range; call this on
+        data of unknown origin.
+        """
+        if sparse.shape[1] != self.n_sparse:
+            raise ValueError(
+                f"expected {self.n_sparse} sparse columns {list(self.field_names)}, "
+                f"got {sparse.shape[1]}"
+            )
+        cards = self.get_buffer("cardinalities").to(sparse.device)
+        bad = ((sparse < 0) | (sparse >= cards)).any(dim=0).cpu()
+        if bool(bad.any()):
+            fields = [
+                f"{self.field_names[j]} (cardinality {int(cards[j])})"
+                for j in bad.nonzero().flatten().tolist()
+            ]
+            raise ValueError(f"sparse ids out of range in fields: {fields}")
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Return the ``(B, output_dim)`` input vector of every row."""
