@@ -278,6 +278,23 @@ def test_nan_guard_names_the_task(small: dict[str, TensorTable]) -> None:
         train(model, bad, None, build_strategy("pcgrad", model.task_names), config())
     for key, value in before.items():  # stopped before the backward pass
         assert torch.equal(value, model.state_dict()[key])
+    with pytest.raises(
+        TrainingError, match="no training batch: the table has 100 rows"
+    ):
+        train(
+            model,
+            table.subset(torch.arange(100)),
+            None,
+            build_strategy("fixed", model.task_names),
+            config(batch_size=128, drop_last=True),
+        )
+    with pytest.raises(
+        TrainingError, match=r"no label column for task\(s\) \['ctcvr'\]"
+    ):
+        only_ctr = TensorTable(table.sparse, table.dense, table.labels[:, :1], ("ctr",))
+        train(
+            model, only_ctr, None, build_strategy("fixed", model.task_names), config()
+        )
 
 
 def test_per_task_learning_rates_and_strategy_groups(

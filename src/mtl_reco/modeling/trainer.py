@@ -335,6 +335,11 @@ class Trainer:
         """
         cfg = self.config
         label_index = self._label_index(train_table)
+        if train_table.num_batches(cfg.batch_size, cfg.drop_last) == 0:
+            raise TrainingError(
+                f"no training batch: the table has {len(train_table)} rows, "
+                f"batch_size is {cfg.batch_size} and drop_last is {cfg.drop_last}"
+            )
         es = cfg.early_stopping
         monitor = es.metric if valid_table is not None else None
         if valid_table is None and es.patience > 0:

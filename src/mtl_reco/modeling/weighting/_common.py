@@ -30,7 +30,8 @@ def ordered_losses(
             f"no loss given for task(s) {missing}; losses were given for "
             f"{sorted(losses)}"
         )
-    return [losses[name].float().reshape(()) for name in task_names]
+    ordered = [losses[name].float() for name in task_names]
+    return [loss if loss.dim() == 0 else loss.reshape(()) for loss in ordered]
 
 
 def weighted_total(
