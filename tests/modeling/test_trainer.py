@@ -307,6 +307,7 @@ def test_per_task_learning_rates_and_strategy_groups(
         optimizer={"name": "adamw", "weight_decay": 0.01, "task_lr": {"ctcvr": 0.02}},
     )
     trainer = Trainer(model, strategy, cfg)
+    assert trainer.optimizer.defaults["fused"] is True  # fused AdamW on the CPU
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
     assert list(groups) == ["model", "task.ctcvr", "weighting.gradnorm"]
     owned = {id(p) for p in model.task_parameters()["ctcvr"]}
@@ -453,7 +454,7 @@ def test_logging_no_validation_and_progress_bar(
             small["train"].subset(torch.arange(600)),
             None,
             build_strategy("dwa", model.task_names),
-            config(progress=True, log_every=1),
+            config(progress=True, log_every=1, amp=True),  # amp: CUDA only
         )
     assert "epoch 1/2: train loss ctr" in caplog.text
     assert "valid" not in result.history[0]
