@@ -1,0 +1,1 @@
+"""The encoding stage of data processing."""

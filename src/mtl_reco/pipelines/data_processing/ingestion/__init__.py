@@ -1,0 +1,1 @@
+"""The ingestion stage of data processing."""

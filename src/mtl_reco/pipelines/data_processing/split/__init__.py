@@ -1,0 +1,1 @@
+"""The split stage of data processing."""

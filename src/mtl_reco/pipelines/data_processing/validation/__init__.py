@@ -1,0 +1,1 @@
+"""The validation stage of data processing."""
