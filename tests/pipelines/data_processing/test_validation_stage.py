@@ -1,0 +1,173 @@
+"""The validation stage inside a real Kedro run on bad Ali-CCP files.
+
+Each bad file stops `data_processing` with a message naming the expectation,
+the column and the number of broken rows; the validation report is still
+written; artefacts of the previous (good) run further down are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtl_reco.processing.validation import DataValidationError
+
+from .conftest import ali_ccp_frame, copy_project, run_session
+
+DOWNSTREAM = (
+    "data/03_primary/labelled_events.parquet",
+    "data/03_primary/train.parquet",
+    "data/04_feature/feature_encoder.json",
+    "data/05_model_input/encoded_train.parquet",
+    "data/05_model_input/feature_schema.json",
+)
+REPORT = "data/08_reporting/validation/validation_report.json"
+SUMMARY = "data/08_reporting/validation/validation_summary.md"
+
+
+def params(csv: Path, **validation) -> dict:
+    one_file = {"path": str(csv), "train": None, "valid": None, "test": None}
+    out = {"dataset": "ali_ccp", "sources": {"ali_ccp": one_file}}
+    if validation:
+        out["validation"] = validation
+    return out
+
+
+@pytest.fixture(scope="module")
+def good_project(tmp_path_factory):
+    """A project copy after one successful run on a clean Ali-CCP file."""
+    mp = pytest.MonkeyPatch()
+    store = tmp_path_factory.mktemp("mlruns")
+    mp.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mp.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    project = copy_project(tmp_path_factory.mktemp("good") / "project")
+    csv = project / "data" / "01_raw" / "ali_ccp.csv"
+    ali_ccp_frame(100).to_csv(csv, index=False)
+    run_session(project, params(csv))
+    yield project
+    mp.undo()
+
+
+@pytest.fixture
+def project(good_project, tmp_path, isolated_mlflow):
+    copy = tmp_path / "project"
+    shutil.copytree(good_project, copy)
+    return copy
+
+
+def snapshot(project: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for rel in DOWNSTREAM:
+        stat = (project / rel).stat()
+        out[rel] = (stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def _label_two(frame):
+    frame.loc[10, "click"] = 2
+    return frame
+
+
+def _purchase_without_click(frame):
+    rows = frame.index[frame["click"] == 0][:3]
+    frame.loc[rows, "purchase"] = 1
+    return frame
+
+
+def _nan_dense(frame):
+    frame["D508"] = frame["D508"].astype(float)
+    frame.loc[4, "D508"] = np.nan
+    return frame
+
+
+CASES = {
+    "missing_column": (
+        lambda f: f.drop(columns=["purchase"]),
+        {},
+        "expect_column_to_exist on column 'purchase': column missing",
+    ),
+    "label_of_two": (
+        _label_two,
+        {},
+        "expect_column_values_to_be_in_set on column 'click': 1 of 100 rows "
+        "outside {0, 1} (e.g. 2)",
+    ),
+    "purchase_without_click_hard": (
+        _purchase_without_click,
+        {"source_overrides": {"ali_ccp": {"purchase_implies_click": "hard"}}},
+        "expect_column_pair_values_a_to_be_greater_than_b on columns 'click' and "
+        "'purchase': 3 of 100 rows with purchase = 1 but click = 0",
+    ),
+    "nan_dense": (
+        _nan_dense,
+        {},
+        "expect_column_values_to_not_be_null on column 'D508': 1 of 100 rows NaN "
+        "or missing",
+    ),
+    "empty_file": (
+        lambda f: f.iloc[:0],
+        {},
+        "expect_table_row_count_to_be_between: the table has 0 rows (at least 1 "
+        "required)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_file_stops_the_run_with_a_clear_error(project, case):
+    corrupt, validation, expected = CASES[case]
+    before = snapshot(project)
+    old_report = json.loads((project / REPORT).read_text())
+    assert old_report["success"] is True
+    csv = project / "data" / "01_raw" / f"{case}.csv"
+    corrupt(ali_ccp_frame(100)).to_csv(csv, index=False)
+
+    with pytest.raises(DataValidationError) as err:
+        run_session(project, params(csv, **validation))
+
+    message = str(err.value)
+    assert message.startswith(f"validation failed for source 'ali_ccp' (file {csv}): ")
+    assert expected in message
+    # the report of the failed run is written ...
+    report = json.loads((project / REPORT).read_text())
+    assert report["success"] is False and report["hard_failures"] >= 1
+    assert report["inputs"] == [str(csv)]
+    assert any(expected in c["message"] for c in report["checks"])
+    assert "**FAILED**" in (project / SUMMARY).read_text()
+    # ... and nothing further down was touched
+    assert snapshot(project) == before
+
+
+def test_purchase_without_click_is_soft_by_default_and_dropped(project):
+    csv = project / "data" / "01_raw" / "noisy.csv"
+    _purchase_without_click(ali_ccp_frame(100)).to_csv(csv, index=False)
+    run_session(project, params(csv))
+    report = json.loads((project / REPORT).read_text())
+    assert report["success"] is True and report["soft_failures"] == 1
+    labels = json.loads((project / "data/08_reporting/label_report.json").read_text())
+    assert labels["dropped"]["purchase_without_click"] == 3
+    assert labels["rows_in"] == 100 and labels["rows_out"] == 97
+    split = json.loads((project / "data/08_reporting/split_report.json").read_text())
+    assert split["rows"] == 97
+
+
+def test_zero_byte_file_is_a_clear_source_error(project):
+    csv = project / "data" / "01_raw" / "zero.csv"
+    csv.write_bytes(b"")
+    before = snapshot(project)
+    with pytest.raises(Exception, match=r"ali_ccp: .*is empty \(0 bytes\)"):
+        run_session(project, params(csv))
+    assert snapshot(project) == before
+
+
+def test_misspelt_parameter_fails_before_any_node_runs(project):
+    raw = project / "data/02_intermediate/raw_events.parquet"
+    mtime = raw.stat().st_mtime_ns
+    with pytest.raises(Exception, match="did you mean 'min_count'"):
+        run_session(project, {"encoding": {"min_cont": 3}})
+    assert raw.stat().st_mtime_ns == mtime
