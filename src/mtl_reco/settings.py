@@ -5,10 +5,20 @@
 * Configuration lives in ``conf/``: ``base`` (committed defaults), ``local``
   (git-ignored, machine-specific) and ``test`` (tiny, fast settings used by
   the test suite: ``kedro run --env test``).
+* MLflow tracking is done by the project's own hook (one run per
+  experiment, see :mod:`mtl_reco.hooks`). kedro-mlflow is not a dependency
+  (it would put a whole ``kedro run`` into one MLflow run and import MLflow at
+  every Kedro command); should it be installed anyway, its hook is disabled so
+  a run is never tracked twice.
 """
 
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
+
+from mtl_reco.hooks import MlflowTrackingHook
+
+HOOKS = (MlflowTrackingHook(),)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -70,11 +70,14 @@ class ModelSpec(StrictConfig):
 
     ``params`` is checked against the named model's config class when the spec
     is created, so an unknown model or a misspelt hyperparameter fails before
-    any training starts.
+    any training starts. ``tasks`` picks and orders the loss heads among the
+    feature schema's tasks (``None``: all of them, in schema order; AITM
+    orders its information transfer along this list).
     """
 
     name: str = "mmoe"
     params: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None
 
     def validate(self) -> None:
         """Resolve the model name and type-check its parameters."""

@@ -1,0 +1,279 @@
+"""Nodes of the experiment template: train, evaluate, export.
+
+Each is a short function over catalog artefacts and typed parameters that
+calls into :mod:`mtl_reco.modeling`. The same functions serve every
+experiment; the namespace decides which parameter block and which
+``<experiment>.*`` artefacts they see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from mtl_reco.experiment.config import EvaluationConfig, ExportConfig
+from mtl_reco.modeling.config import ModelSpec, TrainerConfig, WeightingSpec
+from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.export import OnnxPredictor, check_parity, export_onnx
+from mtl_reco.modeling.models.base import MultiTaskModel
+from mtl_reco.modeling.models.registry import build_model, model_from_spec
+from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.modeling.trainer import evaluate_model, predict, train
+from mtl_reco.modeling.weighting.registry import build_strategy
+from mtl_reco.reporting import plots
+from mtl_reco.tables import Table
+
+logger = logging.getLogger(__name__)
+
+
+class ParityError(RuntimeError):
+    """The exported ONNX model does not score like the PyTorch model."""
+
+
+def load_tensor_table(
+    table: Table | pd.DataFrame,
+    schema: FeatureSchema,
+    tasks: list[str] | None = None,
+    extra_columns: tuple[str, ...] = (),
+) -> TensorTable:
+    """Read an encoded split into contiguous tensors (only the needed columns).
+
+    Args:
+        table: Encoded split (lazy parquet table or DataFrame).
+        schema: Feature schema of the encoded data.
+        tasks: Label columns to load (default: every schema task).
+        extra_columns: More columns to keep as extras (e.g. a GAUC group key).
+    """
+    task_names = list(schema.task_names if tasks is None else tasks)
+    present = set(table.columns) if hasattr(table, "columns") else set()
+    wanted = schema.sparse_names + schema.dense_names + task_names
+    extras = [c for c in (*schema.extras, *extra_columns) if c in present]
+    columns = list(dict.fromkeys(wanted + extras))
+    frame = (
+        table[columns] if isinstance(table, pd.DataFrame) else table.to_pandas(columns)
+    )
+    tensor_table = TensorTable.from_frame(frame, schema, task_names)
+    for col in extra_columns:
+        if col in frame.columns:
+            tensor_table.extras[col] = frame[col].to_numpy()
+    return tensor_table
+
+
+def rebuild_model(
+    model_state: dict[str, torch.Tensor], model_spec: dict[str, Any]
+) -> MultiTaskModel:
+    """Rebuild a trained model from its state_dict and JSON spec."""
+    model = model_from_spec(model_spec)
+    model.load_state_dict(model_state)
+    return model.eval()
+
+
+def _run_key(schema: FeatureSchema, model: ModelSpec, weighting: WeightingSpec) -> str:
+    payload = json.dumps(
+        [schema.to_dict(), model.to_dict(), weighting.to_dict()], sort_keys=True
+    )
+    digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
+    return f"{model.name}-{weighting.name}-{digest}"
+
+
+def train_model(
+    encoded_train: Table,
+    encoded_valid: Table,
+    feature_schema: dict[str, Any],
+    model: ModelSpec,
+    weighting: WeightingSpec,
+    trainer: TrainerConfig,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Build the experiment's model and loss weighting and train it.
+
+    Early stopping watches the validation split (never the test split). With
+    ``trainer.checkpoint_dir`` set, a checkpoint per epoch lets an interrupted
+    run resume; it lives in a sub-folder keyed by the data schema, model and
+    weighting configuration, and is removed once training completes, so the
+    next scheduled run starts fresh.
+
+    Returns:
+        ``model_state`` (state_dict), ``model_spec`` (JSON that rebuilds the
+        model, with the weighting and the training outcome) and
+        ``training_history`` (per-epoch losses, weights and validation metrics).
+    """
+    schema = FeatureSchema.from_dict(feature_schema)
+    torch.manual_seed(trainer.seed)  # the model's initialisation
+    net = build_model(model.name, schema, model.tasks, model.build_config())
+    strategy = build_strategy(weighting.name, net.task_names, weighting.build_config())
+    train_table = load_tensor_table(encoded_train, schema, list(net.task_names))
+    valid_table = load_tensor_table(encoded_valid, schema, list(net.task_names))
+    logger.info(
+        "training %s with %s weighting on %d rows (valid %d), tasks %s",
+        model.name,
+        weighting.name,
+        len(train_table),
+        len(valid_table),
+        list(net.task_names),
+    )
+    config = trainer
+    checkpoint_dir = None
+    if trainer.checkpoint_dir:
+        checkpoint_dir = Path(trainer.checkpoint_dir) / _run_key(
+            schema, model, weighting
+        )
+        config = TrainerConfig.from_dict(
+            {**trainer.to_dict(), "checkpoint_dir": str(checkpoint_dir)}
+        )
+    result = train(net, train_table, valid_table, strategy, config)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    spec = {
+        **net.spec(),
+        "weighting": weighting.to_dict(),
+        "best_epoch": result.best_epoch,
+        "monitor": result.monitor,
+        "best_score": result.best_score,
+    }
+    history = {
+        "model": model.name,
+        "weighting": weighting.name,
+        "tasks": list(net.task_names),
+        "best_epoch": result.best_epoch,
+        "monitor": result.monitor,
+        "best_score": result.best_score,
+        "stopped_early": result.stopped_early,
+        "epochs_run": result.epochs_run,
+        "resumed_from": result.resumed_from,
+        "epochs": result.history,
+    }
+    return net.state_dict(), spec, history
+
+
+def evaluate_experiment(
+    model_state: dict[str, torch.Tensor],
+    model_spec: dict[str, Any],
+    encoded_valid: Table,
+    encoded_test: Table,
+    training_history: dict[str, Any],
+    trainer: TrainerConfig,
+    evaluation: EvaluationConfig,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Figure]]:
+    """Score valid and test, compute every metric, draw the plots.
+
+    Returns:
+        ``test_metrics`` (per-task AUC/LogLoss on valid and test, funnel
+        metrics, oracle gaps on simulated data), ``test_predictions`` (one row
+        per test row: labels and every output's probability) and ``plots``
+        (learning curves, task weights, test ROC curves).
+    """
+    model = rebuild_model(model_state, model_spec)
+    schema = model.schema
+    group = (evaluation.group_column,) if evaluation.group_column else ()
+    tasks = list(model.task_names)
+    results: dict[str, Any] = {}
+    tables: dict[str, TensorTable] = {}
+    for split, encoded in (("valid", encoded_valid), ("test", encoded_test)):
+        tables[split] = load_tensor_table(encoded, schema, tasks, group)
+        results[split] = evaluate_model(
+            model,
+            tables[split],
+            batch_size=evaluation.batch_size,
+            device=trainer.device,
+            group_column=evaluation.group_column,
+            oracle=evaluation.oracle,
+        )
+    for note in results["test"].get("notes", []):
+        logger.warning("test metrics: %s", note)
+    metrics = {
+        "model": model_spec["model"],
+        "weighting": model_spec.get("weighting", {}).get("name"),
+        "best_epoch": model_spec.get("best_epoch"),
+        "monitor": model_spec.get("monitor"),
+        "valid": results["valid"],
+        "test": results["test"],
+    }
+    test = tables["test"]
+    probs = predict(model, test, evaluation.batch_size, trainer.device)
+    predictions = pd.DataFrame({f"label_{t}": test.labels_dict()[t] for t in tasks})
+    for name, values in probs.items():
+        predictions[f"p_{name}"] = values
+    if not evaluation.save_predictions:
+        predictions = predictions.head(0)
+    title = f"{model_spec['model']} / {metrics['weighting']}"
+    labels = test.labels_dict()
+    aucs = {t: results["test"]["tasks"][t].get("auc", np.nan) for t in tasks}
+    figures = {
+        "learning_curves.png": plots.learning_curves(training_history, tasks, title),
+        "task_weights.png": plots.task_weights(training_history, tasks, title),
+        "roc_test.png": plots.roc_curves(
+            {t: labels[t] for t in tasks}, {t: probs[t] for t in tasks}, aucs, title
+        ),
+    }
+    return metrics, predictions, figures
+
+
+def export_model(
+    model_state: dict[str, torch.Tensor],
+    model_spec: dict[str, Any],
+    encoded_test: Table,
+    export: ExportConfig,
+) -> tuple[bytes, dict[str, Any]]:
+    """Export to ONNX and check it scores like PyTorch on the test split.
+
+    Raises:
+        ParityError: The largest absolute difference exceeds
+            ``export.tolerance`` (the run fails; nothing is saved).
+
+    Returns:
+        The ``.onnx`` bytes and a parity report (max abs diff overall and per
+        batch size, rows compared, exporter, opset, input name map).
+    """
+    model = rebuild_model(model_state, model_spec)
+    table = load_tensor_table(encoded_test, model.schema, tasks=[])
+    if export.parity_rows is not None:
+        table = table.subset(torch.arange(min(len(table), export.parity_rows)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        description = export_onnx(model, path, opset=export.opset)
+        overall = check_parity(model, path, table, max_rows=None)
+        per_batch = {
+            str(size): check_parity(model, path, table, max_rows=None, batch_size=size)
+            for size in export.batch_sizes
+            if size <= max(len(table), 1)
+        }
+        onnx_bytes = path.read_bytes()
+    worst = max([overall, *per_batch.values()])
+    report = {
+        "max_abs_diff": worst,
+        "max_abs_diff_by_batch_size": per_batch,
+        "tolerance": export.tolerance,
+        "rows_compared": len(table),
+        "passed": worst <= export.tolerance,
+        "exporter": description.get("exporter"),
+        "opset": description.get("opset"),
+        "inputs": description.get("name_map"),
+        "outputs": [o["output"] for o in description.get("outputs", [])],
+    }
+    if worst > export.tolerance:
+        raise ParityError(
+            f"ONNX export of {model_spec['model']} differs from PyTorch by {worst:.3g} "
+            f"(> tolerance {export.tolerance:g}) on {len(table)} test rows"
+        )
+    logger.info(
+        "ONNX parity for %s: max abs diff %.2e over %d rows",
+        model_spec["model"],
+        worst,
+        len(table),
+    )
+    return onnx_bytes, report
+
+
+def onnx_predictor(onnx_model: bytes) -> OnnxPredictor:
+    """An onnxruntime predictor over model bytes (as the catalog loads them)."""
+    return OnnxPredictor(onnx_model)

@@ -1,0 +1,292 @@
+"""Project hooks: MLflow tracking of every experiment a run trains.
+
+:class:`MlflowTrackingHook` opens one MLflow run per experiment namespace found
+in the pipeline being run (``kedro run --pipeline=train_mmoe`` -> one run named
+``mmoe``; the default pipeline -> one run per experiment), tagged with the
+experiment, model, loss weighting, dataset, Kedro pipeline and session. It logs
+
+* every resolved parameter that shapes the experiment (flattened keys);
+* per-epoch training losses, task weights and validation metrics (``step`` =
+  epoch) from ``<experiment>.training_history``;
+* test metrics from ``<experiment>.test_metrics``;
+* the ONNX model, its parity report, the plots and the data-validation report
+  as artefacts.
+
+The store is set by ``tracking.tracking_uri`` (default
+``sqlite:///mlflow.db`` inside the project; ``MLFLOW_TRACKING_URI`` overrides
+it for a shared server). ``tracking.enabled: false`` turns the hook off. MLflow
+is imported lazily so Kedro commands that do not run pipelines stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.pipeline import Pipeline
+from kedro.pipeline.node import Node
+
+logger = logging.getLogger(__name__)
+
+# Dataset-name suffixes produced by the experiment template.
+HISTORY = "training_history"
+TEST_METRICS = "test_metrics"
+PLOTS = "plots"
+ONNX_MODEL = "onnx_model"
+ONNX_PARITY = "onnx_parity"
+# Data-side artefacts attached to every experiment run.
+DATA_REPORTS = ("validation_report", "label_report", "split_report", "feature_schema")
+TRAIN_TAG = "training"
+
+
+def _plain(value: Any) -> Any:
+    """Typed parameter objects (``StrictConfig``) as plain dictionaries."""
+    if hasattr(value, "to_dict") and not isinstance(value, Mapping):
+        return value.to_dict()
+    return value
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings/dataclass configs into ``a.b.c`` keys."""
+    value = _plain(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _finite_metrics(flat: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in flat.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+class MlflowTrackingHook:
+    """One MLflow run per experiment (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._settings: dict[str, Any] = {}
+        self._params: dict[str, Any] = {}
+        self._project_path: Path = Path.cwd()
+        self._client: Any = None
+        self._runs: dict[str, str] = {}  # experiment namespace -> run id
+        self._data_artefacts: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Read the tracking settings and the resolved parameters."""
+        self._project_path = Path(context.project_path)
+        params = context.params
+        self._settings = dict(params.get("tracking") or {})
+        self._params = params
+
+    @property
+    def enabled(self) -> bool:
+        """Whether tracking is switched on."""
+        return bool(self._settings.get("enabled", True))
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
+        """Open one run per experiment namespace that has a training node."""
+        experiments = _trained_experiments(pipeline.nodes)
+        if not self.enabled or not experiments:
+            return
+        client = self._mlflow_client()
+        experiment_id = self._experiment_id(client)
+        pipeline_name = run_params.get("pipeline_name") or "__default__"
+        for exp in experiments:
+            block = self._params.get(exp) or {}
+            flat = flatten(block, f"{exp}.")
+            model_name = flat.get(f"{exp}.model.name", "")
+            weighting = flat.get(f"{exp}.weighting.name", "")
+            tags = {
+                "experiment": exp,
+                "model": str(model_name),
+                "weighting": str(weighting),
+                "dataset": str(self._params.get("dataset", "")),
+                "kedro.pipeline": str(pipeline_name),
+                "kedro.session_id": str(run_params.get("session_id", "")),
+                "mlflow.runName": exp,
+            }
+            run = client.create_run(experiment_id, tags=tags, run_name=exp)
+            self._runs[exp] = run.info.run_id
+            self._log_params(client, run.info.run_id, exp)
+        logger.info(
+            "MLflow: tracking %d run(s) in %s (%s)",
+            len(self._runs),
+            self._tracking_uri(),
+            ", ".join(self._runs),
+        )
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        """Log what a node of an experiment produced to that experiment's run."""
+        if not self._runs:
+            return
+        for name, data in outputs.items():
+            if name in DATA_REPORTS:
+                self._data_artefacts[name] = data
+                continue
+            exp, _, suffix = name.rpartition(".")
+            run_id = self._runs.get(exp)
+            if run_id is None or data is None:
+                continue
+            try:
+                self._log_output(run_id, suffix, data)
+            except Exception:  # tracking must never break a training run
+                logger.exception("MLflow: could not log %s", name)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        """Attach the data reports, close the runs and say where things are."""
+        if not self._runs:
+            return
+        client = self._mlflow_client()
+        for exp, run_id in self._runs.items():
+            for name, data in self._data_artefacts.items():
+                if isinstance(data, Mapping):
+                    client.log_dict(run_id, dict(data), f"data/{name}.json")
+            client.set_terminated(run_id, "FINISHED")
+            logger.info("%s", self._summary(exp, run_id, catalog))
+        logger.info(
+            "MLflow UI: mlflow ui --backend-store-uri %s  (or `make mlflow-ui`)",
+            self._tracking_uri(),
+        )
+        self._runs = {}
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        """Mark open runs as failed."""
+        if not self._runs:
+            return
+        client = self._mlflow_client()
+        for run_id in self._runs.values():
+            client.set_terminated(run_id, "FAILED")
+        self._runs = {}
+
+    # -- helpers ----------------------------------------------------------------
+    def _tracking_uri(self) -> str:
+        uri = str(self._settings.get("tracking_uri") or "sqlite:///mlflow.db")
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            uri = prefix + str((self._project_path / uri[len(prefix) :]).resolve())
+        return uri
+
+    def _mlflow_client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self._tracking_uri())
+        return self._client
+
+    def _experiment_id(self, client: Any) -> str:
+        name = str(self._settings.get("experiment_name") or "mtl_reco")
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(found.experiment_id)
+            return str(found.experiment_id)
+        artifact_location = None
+        if self._tracking_uri().startswith("sqlite:"):
+            artifact_location = (self._project_path / "mlruns").resolve().as_uri()
+        return str(client.create_experiment(name, artifact_location=artifact_location))
+
+    def _log_params(self, client: Any, run_id: str, exp: str) -> None:
+        from mlflow.entities import Param
+
+        flat: dict[str, Any] = {}
+        flat.update(flatten(self._params.get(exp) or {}, f"{exp}."))
+        for key in ("dataset", "trainer", "split", "encoding", "labels", "evaluation"):
+            if key in self._params:
+                flat.update(flatten(self._params[key], f"{key}."))
+        dataset = self._params.get("dataset")
+        sources = _plain(self._params.get("sources") or {})
+        if isinstance(sources, Mapping) and dataset in sources:
+            flat.update(flatten(sources[dataset], f"sources.{dataset}."))
+        params = [Param(k[:250], str(v)[:6000]) for k, v in sorted(flat.items())]
+        for start in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[start : start + 100])
+
+    def _log_output(self, run_id: str, suffix: str, data: Any) -> None:
+        client = self._mlflow_client()
+        if suffix == HISTORY:
+            self._log_history(client, run_id, data)
+        elif suffix == TEST_METRICS:
+            metrics = _finite_metrics(flatten(data, "test."))
+            _log_metrics(client, run_id, metrics.items(), step=0)
+            client.log_dict(run_id, data, "metrics/test_metrics.json")
+        elif suffix == PLOTS and isinstance(data, Mapping):
+            for name, fig in data.items():
+                client.log_figure(run_id, fig, f"plots/{name}")
+        elif suffix == ONNX_MODEL and isinstance(data, bytes | bytearray):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.onnx"
+                path.write_bytes(bytes(data))
+                client.log_artifact(run_id, str(path), "model")
+        elif suffix == ONNX_PARITY and isinstance(data, Mapping):
+            client.log_dict(run_id, dict(data), "model/onnx_parity.json")
+
+    @staticmethod
+    def _log_history(client: Any, run_id: str, history: Any) -> None:
+        epochs = history.get("epochs", []) if isinstance(history, Mapping) else []
+        for record in epochs:
+            step = int(record.get("epoch", 0))
+            flat = flatten({k: v for k, v in record.items() if k != "epoch"})
+            _log_metrics(client, run_id, _finite_metrics(flat).items(), step=step)
+
+    def _summary(self, exp: str, run_id: str, catalog: Any) -> str:
+        lines = [f"experiment '{exp}' finished; MLflow run {run_id}"]
+        paths: dict[str, Path] = {}
+        for suffix, label in (
+            (TEST_METRICS, "test metrics"),
+            (PLOTS, "plots"),
+            (ONNX_MODEL, "ONNX model"),
+        ):
+            try:
+                dataset = catalog.get(f"{exp}.{suffix}")
+                paths[suffix] = Path(dataset._get_load_path().as_posix())
+            except Exception:
+                continue
+            lines.append(f"  {label}: {paths[suffix]}")
+        metrics_path = paths.get(TEST_METRICS)
+        if metrics_path is not None and metrics_path.is_file():
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            tasks = metrics.get("test", {}).get("tasks", {})
+            aucs = {t: round(v["auc"], 4) for t, v in tasks.items() if "auc" in v}
+            if aucs:
+                lines.append(f"  test AUC: {aucs}")
+        return "\n".join(lines)
+
+
+def _log_metrics(
+    client: Any, run_id: str, items: Iterable[tuple[str, float]], step: int
+) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k[:250], v, now, step) for k, v in items]
+    for start in range(0, len(metrics), 500):
+        client.log_batch(run_id, metrics=metrics[start : start + 500])
+
+
+def _trained_experiments(nodes: Iterable[Node]) -> list[str]:
+    found: list[str] = []
+    for node in nodes:
+        if TRAIN_TAG in node.tags and node.namespace and node.namespace not in found:
+            found.append(node.namespace)
+    return found
