@@ -165,9 +165,17 @@ def test_zero_byte_file_is_a_clear_source_error(project):
     assert snapshot(project) == before
 
 
-def test_misspelt_parameter_fails_before_any_node_runs(project):
+@pytest.mark.parametrize(
+    ("runtime_params", "hint"),
+    [
+        ({"encoding": {"min_cont": 3}}, "did you mean 'min_count'"),
+        ({"sources": {"simulated": {"n_rowz": 3}}}, "did you mean 'n_rows'"),
+        ({"split": {"ratio": {}}}, "did you mean 'ratios'"),
+    ],
+)
+def test_misspelt_parameter_fails_before_any_node_runs(project, runtime_params, hint):
     raw = project / "data/02_intermediate/raw_events.parquet"
     mtime = raw.stat().st_mtime_ns
-    with pytest.raises(Exception, match="did you mean 'min_count'"):
-        run_session(project, {"encoding": {"min_cont": 3}})
+    with pytest.raises(Exception, match=hint):
+        run_session(project, runtime_params)
     assert raw.stat().st_mtime_ns == mtime
