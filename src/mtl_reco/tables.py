@@ -86,7 +86,10 @@ class ParquetTable:
             raise FileNotFoundError(f"parquet table not found: {self.path}")
 
     def _file(self) -> pq.ParquetFile:
-        return pq.ParquetFile(self.path)
+        # pre_buffer=False: on a local disk pre-buffering only caches column
+        # chunks; it made the peak RSS of a chunked pass grow with the file
+        # (+16 % from 1 M to 5 M rows vs +5 % without) and was slower.
+        return pq.ParquetFile(self.path, pre_buffer=False)
 
     @property
     def schema(self) -> pa.Schema:
