@@ -19,7 +19,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mtl_reco.sources.registry import available_sources, options_class
 from mtl_reco.typed_config import ConfigError, StrictConfig
@@ -90,12 +90,24 @@ def _for_source(self: Any, name: str) -> StrictConfig:
     return value  # type: ignore[no-any-return]
 
 
-SourcesConfig = _make_sources_config()
-"""``sources`` parameter block: ``SourcesConfig(simulated={...}, ...)``.
+if TYPE_CHECKING:
 
-Built from :func:`mtl_reco.sources.registry.available_sources`, so a source
-registered later gets its block without touching this module.
-"""
+    class SourcesConfig(StrictConfig):
+        """Static view of the generated class (for type checkers)."""
+
+        def __init__(self, **blocks: Any) -> None: ...
+
+        def for_source(self, name: str) -> StrictConfig:
+            """The options of source ``name``."""
+            ...
+
+else:
+    SourcesConfig = _make_sources_config()
+    """``sources`` parameter block: ``SourcesConfig(simulated={...}, ...)``.
+
+    Built from :func:`mtl_reco.sources.registry.available_sources`, so a
+    source registered later gets its block without touching this module.
+    """
 
 
 @dataclass(frozen=True)

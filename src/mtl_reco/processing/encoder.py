@@ -145,7 +145,7 @@ class SparseVocabulary:
         values = _as_kind(series, self.kind)
         if self.kind == "str":
             values = values.astype("object")
-        ids = self.index().get_indexer(values) + 1
+        ids: np.ndarray = self.index().get_indexer(values) + 1
         return ids.astype(np.int32, copy=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,7 +231,8 @@ class _ValueCounter:
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
     """``sign(x) * log1p(|x|)`` (defined for every real ``x``)."""
-    return np.sign(x) * np.log1p(np.abs(x))
+    out: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
+    return out
 
 
 @dataclass
@@ -298,7 +299,8 @@ class DenseScaler:
             else:
                 y = x.copy()
         y[~finite] = nan_fill
-        return y.astype(np.float32)
+        out: np.ndarray = y.astype(np.float32)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -121,9 +121,9 @@ def assign_codes(chunk: pd.DataFrame, start: int, plan: SplitPlan) -> np.ndarray
         assert plan.time_column is not None and plan.cutoffs is not None
         t = chunk[plan.time_column].to_numpy()
         valid_start, test_start = plan.cutoffs
-        return (
-            (t >= valid_start).astype(np.int8) + (t >= test_start).astype(np.int8)
-        ).astype(np.int8)
+        codes: np.ndarray = (t >= valid_start).astype(np.int8)
+        codes += (t >= test_start).astype(np.int8)
+        return codes
     assert plan.split_column is not None
     values = chunk[plan.split_column].astype("object").to_numpy()
     codes = np.full(len(chunk), -1, dtype=np.int8)

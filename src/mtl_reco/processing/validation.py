@@ -144,7 +144,9 @@ def build_checks(
     """
     checks: list[Check] = []
 
-    def add(rule: str, expectation: str, column: str | None, scope: str, **kw: Any):
+    def add(
+        rule: str, expectation: str, column: str | None, scope: str, **kw: Any
+    ) -> None:
         severity = getattr(severities, rule)
         if severity == "off":
             return
@@ -421,7 +423,7 @@ def _chunks(table: Table, chunk_rows: int) -> Iterator[pd.DataFrame]:
 def _absorb(outcomes: dict[str, _Outcome], result: Any, examples: int) -> None:
     """Add one chunk's validation result to the running outcomes."""
     for item in result.results:
-        check_id = (item.expectation_config.meta or {}).get("check_id")
+        check_id = str((item.expectation_config.meta or {}).get("check_id"))
         outcome = outcomes.get(check_id)
         if outcome is None:
             continue
