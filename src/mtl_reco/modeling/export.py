@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -285,19 +286,26 @@ def _export_dynamo(
     opset: int,
 ) -> None:
     batch = torch.export.Dim("batch")
-    torch.onnx.export(
-        wrapper,
-        (),
-        str(target),
-        kwargs={"features": features},
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_shapes={"features": {name: {0: batch} for name in features}},
-        opset_version=opset,
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # Every input shares the one batch dimension (intended), and torch's
+        # own pytree deprecation notice is not actionable here.
+        warnings.filterwarnings(
+            "ignore", message=r".*axis name: batch will not be used"
+        )
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        torch.onnx.export(
+            wrapper,
+            (),
+            str(target),
+            kwargs={"features": features},
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes={"features": {name: {0: batch} for name in features}},
+            opset_version=opset,
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
 
 
 def _export_legacy(
@@ -326,7 +334,7 @@ class OnnxPredictor:
     """Scores rows with an ONNX file written by :func:`export_onnx`.
 
     Args:
-        path: The ``.onnx`` file.
+        path: The ``.onnx`` file, or its bytes (as the Kedro catalog loads it).
         providers: onnxruntime execution providers (default: CPU).
 
     Attributes:
@@ -337,22 +345,29 @@ class OnnxPredictor:
     """
 
     def __init__(
-        self, path: str | PathLike[str], providers: Sequence[str] | None = None
+        self,
+        path: str | PathLike[str] | bytes,
+        providers: Sequence[str] | None = None,
     ) -> None:
         import onnx
         import onnxruntime as ort
 
-        self.path = Path(path)
+        source = bytes(path) if isinstance(path, bytes | bytearray) else None
+        self.path = None if source is not None else Path(path)  # type: ignore[arg-type]
+        where = "the given model bytes" if source is not None else str(self.path)
         self.session = ort.InferenceSession(
-            str(self.path), providers=list(providers or ["CPUExecutionProvider"])
+            source if source is not None else str(self.path),
+            providers=list(providers or ["CPUExecutionProvider"]),
         )
-        meta = {
-            p.key: p.value
-            for p in onnx.load(str(self.path), load_external_data=False).metadata_props
-        }
+        proto = (
+            onnx.load_from_string(source)
+            if source is not None
+            else onnx.load(str(self.path), load_external_data=False)
+        )
+        meta = {p.key: p.value for p in proto.metadata_props}
         if METADATA_KEY not in meta:
             raise ExportError(
-                f"{self.path} has no {METADATA_KEY!r} metadata: it was not written "
+                f"{where} has no {METADATA_KEY!r} metadata: it was not written "
                 "by mtl_reco.modeling.export.export_onnx"
             )
         self.description: dict[str, Any] = json.loads(meta[METADATA_KEY])
