@@ -225,8 +225,13 @@ class MlflowTrackingHook:
         if suffix == HISTORY:
             self._log_history(client, run_id, data)
         elif suffix == TEST_METRICS:
-            metrics = _finite_metrics(flatten(data, "test."))
-            _log_metrics(client, run_id, metrics.items(), step=0)
+            from mtl_reco.modeling.metrics import flatten_metrics  # noqa: PLC0415
+
+            metrics: dict[str, float] = {}
+            for split in ("valid", "test"):
+                flat = flatten_metrics(data.get(split) or {})
+                metrics.update({f"{split}.{k}": v for k, v in flat.items()})
+            _log_metrics(client, run_id, _finite_metrics(metrics).items(), step=0)
             client.log_dict(run_id, data, "metrics/test_metrics.json")
         elif suffix == PLOTS and isinstance(data, Mapping):
             for name, fig in data.items():

@@ -25,4 +25,7 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"oc.env": oc.env},
+    # conf/test and conf/local override single keys of a parameter block
+    # (e.g. sources.simulated.n_rows) instead of replacing the whole block.
+    "merge_strategy": {"parameters": "soft"},
 }

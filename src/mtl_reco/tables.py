@@ -115,7 +115,12 @@ class ParquetTable:
         empty = True
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
             empty = False
-            yield batch.to_pandas()
+            arrow = pa.Table.from_batches([batch])
+            del batch
+            # one block per column and arrow buffers freed while converting:
+            # the chunk is never held twice in memory
+            yield arrow.to_pandas(split_blocks=True, self_destruct=True)
+            del arrow
         if empty:
             yield pf.schema_arrow.empty_table().to_pandas()[cols or slice(None)]
 

@@ -10,6 +10,7 @@ from mtl_reco.datasets import (
     JSONFileDataset,
     OnnxModelDataset,
     ParquetTableDataset,
+    TextFileDataset,
     TorchStateDictDataset,
 )
 from mtl_reco.tables import ParquetTable, StreamTable
@@ -83,3 +84,19 @@ def test_onnx_bytes_roundtrip(tmp_path):
     ds.save(b"\x08\x07onnx")
     assert ds.load() == b"\x08\x07onnx"
     assert json.dumps(ds._describe())
+
+
+def test_text_roundtrip_and_no_torch_import_for_data_datasets(tmp_path):
+    import subprocess
+    import sys
+
+    ds = TextFileDataset(filepath=str(tmp_path / "r.md"))
+    ds.save("# report\nok\n")
+    assert ds.load() == "# report\nok\n"
+    code = (
+        "import sys, mtl_reco.datasets as d;"
+        "d.JSONFileDataset; d.ParquetTableDataset; d.TextFileDataset;"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False"  # a data-only run never loads PyTorch

@@ -1,4 +1,4 @@
-"""A versioned, atomically written JSON dataset that can tolerate absence."""
+"""Versioned, atomically written JSON and text datasets."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Any
 
 from kedro.io.core import Version
 
-from mtl_reco.datasets._atomic import atomic_write
-from mtl_reco.datasets.model_files import _LocalVersionedFile
+from mtl_reco.datasets._atomic import LocalVersionedFile, atomic_write
 
 
-class JSONFileDataset(_LocalVersionedFile):
+class JSONFileDataset(LocalVersionedFile):
     """JSON on the local disk, written atomically, optionally versioned.
 
     Args:
@@ -70,3 +69,17 @@ def _default(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+class TextFileDataset(LocalVersionedFile):
+    """UTF-8 text (e.g. a markdown report), written atomically."""
+
+    def load(self) -> str:
+        """Read the text."""
+        return self._load_path().read_text(encoding="utf-8")
+
+    def save(self, data: str) -> None:
+        """Write the text atomically."""
+        atomic_write(
+            self._save_path(), lambda tmp: tmp.write_text(data, encoding="utf-8")
+        )

@@ -7,48 +7,15 @@ the model registry; modules are never pickled.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 import torch
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
 
-from mtl_reco.datasets._atomic import atomic_write
-
-
-class _LocalVersionedFile(AbstractVersionedDataset[Any, Any]):
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath=PurePosixPath(filepath), version=version)
-        self.metadata = metadata
-
-    def _load_path(self) -> Path:
-        path = Path(self._get_load_path().as_posix())
-        if not path.exists():
-            raise DatasetError(
-                f"{path} does not exist; run the pipeline that writes it"
-            )
-        return path
-
-    def _save_path(self) -> Path:
-        return Path(self._get_save_path().as_posix())
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path().as_posix()).exists()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
+from mtl_reco.datasets._atomic import LocalVersionedFile, atomic_write
 
 
-class TorchStateDictDataset(_LocalVersionedFile):
+class TorchStateDictDataset(LocalVersionedFile):
     """A ``state_dict`` saved with ``torch.save`` and loaded tensors-only.
 
     Example catalog entry::
@@ -79,7 +46,7 @@ class TorchStateDictDataset(_LocalVersionedFile):
         atomic_write(self._save_path(), lambda tmp: torch.save(cpu, tmp))
 
 
-class OnnxModelDataset(_LocalVersionedFile):
+class OnnxModelDataset(LocalVersionedFile):
     """A serialised ONNX model (bytes) in one ``.onnx`` file.
 
     ``load`` returns the bytes, which ``onnxruntime.InferenceSession`` and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,42 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DATA_LAYERS = (
-    "01_raw",
-    "02_intermediate",
-    "03_primary",
-    "04_feature",
-    "05_model_input",
-    "06_models",
-    "07_model_output",
-    "08_reporting",
-)
+from ..conftest import DATA_LAYERS, PROJECT_ROOT, copy_project
 
-
-def copy_project(target: Path, with_src: bool = False) -> Path:
-    """Copy conf, pyproject and the telemetry answer (not data, .venv or .git)."""
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        PROJECT_ROOT / "conf",
-        target / "conf",
-        ignore=shutil.ignore_patterns("local"),
-    )
-    (target / "conf" / "local").mkdir(exist_ok=True)
-    for name in ("pyproject.toml", ".telemetry"):
-        if (PROJECT_ROOT / name).exists():
-            shutil.copy2(PROJECT_ROOT / name, target / name)
-    if with_src:
-        shutil.copytree(
-            PROJECT_ROOT / "src",
-            target / "src",
-            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-        )
-    else:
-        (target / "src").mkdir(exist_ok=True)
-    for layer in DATA_LAYERS:
-        (target / "data" / layer).mkdir(parents=True, exist_ok=True)
-    return target
+__all__ = ["DATA_LAYERS", "PROJECT_ROOT", "copy_project"]
 
 
 def ali_ccp_frame(n: int = 100, seed: int = 0) -> pd.DataFrame:
@@ -67,7 +33,7 @@ def ali_ccp_frame(n: int = 100, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture
 def isolated_mlflow(tmp_path_factory, monkeypatch):
-    """Keep the kedro-mlflow plugin's tracking store inside a temporary folder."""
+    """Keep any MLflow tracking store inside a temporary folder."""
     store = tmp_path_factory.mktemp("mlruns")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -83,8 +49,8 @@ def run_session(
 ) -> dict[str, Any]:
     """Run a pipeline of the project copy in this process (a real KedroSession).
 
-    Plugin hooks (kedro-mlflow) are left out here: they keep process-wide
-    MLflow state between sessions. The CLI end-to-end test runs with them.
+    Plugin hooks are left out here (they may keep process-wide state between
+    sessions); the CLI end-to-end tests run with everything.
     """
     from kedro.framework.project import configure_project, settings
     from kedro.framework.session import KedroSession

@@ -1,0 +1,185 @@
+"""`kedro run --pipeline=train_<experiment> --env test` end to end (CLI, subprocess).
+
+Each run happens in a temporary copy of the project (conf + pyproject; the
+package itself is the installed one), on the simulator's tiny test settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtl_reco.experiment import EXPERIMENTS
+
+from .conftest import copy_project
+
+KEDRO = str(Path(sys.executable).with_name("kedro"))
+pytestmark = pytest.mark.slow
+
+
+def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own sqlite store
+    proc = subprocess.run(
+        [KEDRO, *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def latest(project: Path, rel: str) -> Path:
+    """The newest version of a versioned artefact."""
+    versions = sorted((project / rel).iterdir())
+    assert versions, f"no version of {rel}"
+    return versions[-1] / Path(rel).name
+
+
+def mlflow_run(project: Path, exp: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mtl_reco_test")
+    runs = client.search_runs([experiment.experiment_id], f"tags.experiment = '{exp}'")
+    assert len(runs) == 1
+    run = runs[0]
+    artefacts = {
+        a.path
+        for folder in ("model", "plots", "metrics", "data")
+        for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    return run, artefacts
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_train_pipeline_produces_metrics_plots_onnx_and_an_mlflow_run(tmp_path, exp):
+    project = copy_project(tmp_path / "project")
+    proc = kedro(project, "run", f"--pipeline=train_{exp}", "--env", "test")
+    log = proc.stdout + proc.stderr
+    # the run says where things are
+    assert f"experiment '{exp}' finished; MLflow run" in log
+    assert "test metrics:" in log and "ONNX model:" in log
+
+    metrics = json.loads(
+        latest(project, f"data/08_reporting/{exp}/test_metrics.json").read_text()
+    )
+    assert metrics["model"] == ("shared_bottom" if exp == "shared_bottom" else exp)
+    for split in ("valid", "test"):
+        tasks = metrics[split]["tasks"]
+        assert set(tasks) == {"ctr", "ctcvr"}
+        for values in tasks.values():
+            assert 0.0 <= values["auc"] <= 1.0 and values["logloss"] > 0
+            assert 0.5 < values["oracle_auc"] <= 1.0  # simulated data: truth known
+    assert metrics["test"]["tasks"]["ctr"]["auc"] > 0.6  # tiny data, still learnt
+    assert {"cvr_auc", "ctcvr_auc"} <= set(metrics["test"]["funnel"])
+
+    plots = sorted(
+        p.name for p in latest(project, f"data/08_reporting/{exp}/plots").iterdir()
+    )
+    assert plots == ["learning_curves.png", "roc_test.png", "task_weights.png"]
+    assert latest(project, f"data/06_models/{exp}/model.onnx").stat().st_size > 1000
+    parity = json.loads(
+        latest(project, f"data/06_models/{exp}/onnx_parity.json").read_text()
+    )
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-5
+
+    run, artefacts = mlflow_run(project, exp)
+    assert run.info.status == "FINISHED" and run.info.run_name == exp
+    assert run.data.tags["model"] == metrics["model"]
+    assert run.data.params[f"{exp}.model.name"] == metrics["model"]
+    assert run.data.params["trainer.epochs"] == "2"
+    assert 0.0 <= run.data.metrics["test.ctr.auc"] <= 1.0
+    assert "train_loss.ctr" in run.data.metrics and "valid.mean.auc" in run.data.metrics
+    assert {
+        "model/model.onnx",
+        "model/onnx_parity.json",
+        "plots/roc_test.png",
+    } <= artefacts
+    assert "data/validation_report.json" in artefacts
+
+
+def test_score_reproduces_test_predictions_and_compare_tabulates(tmp_path):
+    project = copy_project(tmp_path / "project")
+    kedro(project, "run", "--pipeline=train_mmoe", "--env", "test")
+    # score the raw (un-encoded) test split with the fitted encoder + ONNX model
+    kedro(
+        project,
+        "run",
+        "--pipeline=score",
+        "--env",
+        "test",
+        "--params",
+        "score.experiment=mmoe,score.source=parquet,score.options.path=data/03_primary/test.parquet",
+    )
+    scored = pd.read_parquet(
+        latest(project, "data/07_model_output/mmoe/scores.parquet")
+    )
+    reference = pd.read_parquet(
+        latest(project, "data/07_model_output/mmoe/test_predictions.parquet")
+    )
+    assert len(scored) == len(reference) > 100
+    for output in ("ctr", "ctcvr"):
+        np.testing.assert_allclose(
+            scored[f"p_{output}"], reference[f"p_{output}"], atol=1e-5, rtol=0
+        )
+    np.testing.assert_array_equal(scored["ctr"], reference["label_ctr"])
+
+    proc = kedro(project, "run", "--pipeline=compare", "--env", "test")
+    table = pd.read_csv(latest(project, "data/08_reporting/model_comparison.csv"))
+    assert table["experiment"].tolist() == ["mmoe"]
+    assert "not trained yet" in proc.stdout + proc.stderr
+    assert (
+        latest(project, "data/08_reporting/model_comparison.png").stat().st_size > 1000
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mmoe.model.params.n_expert=4", "did you mean 'n_experts'"),
+        ("mmoe.model.name=mmoee", "unknown model 'mmoee'"),
+        ("trainer.epoch=3", "did you mean 'epochs'"),
+    ],
+)
+def test_bad_parameters_fail_before_any_node_runs(tmp_path, override, message):
+    project = copy_project(tmp_path / "project")
+    proc = kedro(
+        project,
+        "run",
+        "--pipeline=train_mmoe",
+        "--env",
+        "test",
+        "--params",
+        override,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (project / "data/02_intermediate/raw_events.parquet").exists()
+
+
+def test_kedro_viz_build_offline(tmp_path):
+    project = copy_project(tmp_path / "project")
+    kedro(project, "viz", "build")
+    assert (project / "build" / "index.html").is_file()
+    main = json.loads((project / "build" / "api" / "main").read_text())
+    # experiments appear as collapsible namespaces (modular pipelines)
+    assert set(EXPERIMENTS) <= set(main["modular_pipelines"])
+    ids = {p["id"] for p in main["pipelines"]}
+    assert {f"train_{e}" for e in EXPERIMENTS} | {
+        "data_processing",
+        "compare",
+        "score",
+    } <= ids
