@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel (an open requirement would pull a CUDA build)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,bench]"
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the project with test/dev extras
+setup: $(STAMP)  ## create .venv and install the project with test/dev/bench extras
 
 run: $(STAMP)  ## the main job: data processing, all five experiments, comparison
 	$(BIN)/kedro run

@@ -47,6 +47,31 @@ def latest(project: Path, rel: str) -> Path:
     return versions[-1] / Path(rel).name
 
 
+def run_notebook(project: Path) -> str:
+    """Execute notebooks/compare_experiments.ipynb headless; return its text output."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = (
+        Path(__file__).resolve().parents[2] / "notebooks" / "compare_experiments.ipynb"
+    )
+    (project / "notebooks").mkdir(exist_ok=True)
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(project / "notebooks")}},
+    )
+    client.execute()  # raises CellExecutionError on any failing cell
+    return "\n".join(
+        out.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
+
+
 def mlflow_run(project: Path, exp: str):
     from mlflow.tracking import MlflowClient
 
@@ -110,7 +135,7 @@ def test_train_pipeline_produces_metrics_plots_onnx_and_an_mlflow_run(tmp_path, 
     assert "data/validation_report.json" in artefacts
 
 
-def test_score_reproduces_test_predictions_and_compare_tabulates(tmp_path):
+def test_score_reproduces_test_predictions_compare_and_notebook(tmp_path):
     project = copy_project(tmp_path / "project")
     kedro(project, "run", "--pipeline=train_mmoe", "--env", "test")
     # score the raw (un-encoded) test split with the fitted encoder + ONNX model

@@ -200,7 +200,7 @@ class TrainerConfig(StrictConfig):
         num_threads: CPU threads for PyTorch (``None``: library default).
         checkpoint_dir: Folder for per-epoch checkpoints (``None`` disables).
         resume: Resume from the checkpoint in ``checkpoint_dir`` if present.
-        progress: Show a progress bar per epoch.
+        progress: Show a progress bar per epoch (on a terminal only).
         log_every: Log running losses every N batches (0 disables).
     """
 

@@ -454,7 +454,8 @@ class Trainer:
             total=n_batches,
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="batch",
-            disable=not cfg.progress,
+            # None: shown on a terminal only (no bar garbage in cron logs)
+            disable=None if cfg.progress else True,
             leave=False,
         ) as bar:
             batches = table.batches(
