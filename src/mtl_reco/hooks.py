@@ -225,7 +225,7 @@ class MlflowTrackingHook:
         if suffix == HISTORY:
             self._log_history(client, run_id, data)
         elif suffix == TEST_METRICS:
-            from mtl_reco.modeling.metrics import flatten_metrics  # noqa: PLC0415
+            from mtl_reco.modeling.metrics import flatten_metrics
 
             metrics: dict[str, float] = {}
             for split in ("valid", "test"):

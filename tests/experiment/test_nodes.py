@@ -101,7 +101,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_returns_state_spec_history_and_cleans_checkpoints(trained):
-    frames, state, spec, history, ckpt = trained
+    _, state, spec, history, ckpt = trained
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert spec["model"] == "esmm" and spec["weighting"]["name"] == "uwl"
     assert spec["tasks"] == ["ctr", "ctcvr"]
