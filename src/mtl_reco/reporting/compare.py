@@ -81,7 +81,7 @@ def comparison_chart(table: pd.DataFrame) -> Figure:
     ax.set_xticklabels(table["experiment"], rotation=20)
     if finite.size:
         low = max(0.0, float(finite.min()) - 0.05)
-        ax.set_ylim(low, min(1.0, float(finite.max()) + 0.05))
+        ax.set_ylim(low, min(1.02, float(finite.max()) + 0.06))
     ax.set_ylabel("test AUC")
     ax.set_title("mtl_reco: test AUC per experiment")
     ax.grid(axis="y", alpha=0.3)

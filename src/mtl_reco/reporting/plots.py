@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: figures are written to files
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _epochs(history: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -50,6 +51,7 @@ def learning_curves(
         if best is not None:
             ax.axvline(best, color="grey", lw=0.8, ls=":", label="best epoch")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax_loss.set_ylabel("loss")
@@ -74,6 +76,7 @@ def task_weights(
             label=task,
         )
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("task weight")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
