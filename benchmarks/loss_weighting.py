@@ -91,9 +91,10 @@ RECHUB_NOTES = {
 LAYOUT = {
     "rows": "one row per (strategy, library, seed, task) of a run that finished: "
     "test_auc, test_logloss, valid_auc, weight_final (task weight when training "
-    "ended), weight_scored_epoch (mean weight during the epoch whose model was "
+    "ended, the strategy's state), weight_last_epoch (mean weight over the "
+    "steps of the last epoch), weight_scored_epoch (same, epoch whose model was "
     "scored), best_epoch, scored_epoch, epochs_run, stopped_early, "
-    "seconds_per_epoch (training only), fit_seconds",
+    "seconds_per_epoch (median over epochs, training only), fit_seconds",
     "runs": "one entry per (strategy, library, seed): status ok|error, error, "
     "weights_final, weights_per_epoch, valid_history, epoch_seconds",
     "summary": "one row per (strategy, library, task): n_seeds, test_auc_mean, "
@@ -150,8 +151,10 @@ def weight_rows(
     per_epoch = run.get("weights_per_epoch") or []
     scored = run.get("scored_epoch")
     during = per_epoch[scored - 1] if scored and len(per_epoch) >= scored else {}
+    last = per_epoch[-1] if per_epoch else {}
     for row in rows:
         row["weight_final"] = final.get(row["task"])
+        row["weight_last_epoch"] = last.get(row["task"])
         row["weight_scored_epoch"] = during.get(row["task"])
     return rows
 
@@ -356,9 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "budget": cq.budget_record(budget, args),
             "weights": (
                 "weight_final: the strategy's weights when training ended (its "
-                "current_weights(); not rolled back by the best-epoch restore); "
-                "weight_scored_epoch: mean weight over the steps of the scored "
-                "epoch"
+                "current_weights(); not rolled back by the best-epoch restore; "
+                "for DWA the weights it computed for a next epoch); "
+                "weight_last_epoch / weight_scored_epoch: mean weight over the "
+                "steps of the last / the scored epoch (Torch-RecHub: null)"
             ),
             "differences": cq.DIFFERENCES,
         },

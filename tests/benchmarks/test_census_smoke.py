@@ -164,7 +164,7 @@ def test_loss_weighting_ranges_and_weights(weighting: dict[str, Any]) -> None:
     for r in weighting["rows"]:
         label = (r["strategy"], r["library"], r["task"])
         assert _is_auc(r["test_auc"]), label
-        for key in ("weight_final", "weight_scored_epoch"):
+        for key in ("weight_final", "weight_last_epoch", "weight_scored_epoch"):
             if r["library"] == "mtl_reco" or r[key] is not None:
                 w = r[key]
                 assert isinstance(w, float) and math.isfinite(w) and w > 0, (label, key)
