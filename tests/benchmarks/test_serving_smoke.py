@@ -1,0 +1,123 @@
+"""Smoke test of ``benchmarks/serving.py --quick`` (subprocess).
+
+The quick run exports one architecture (ESMM, whose latent pCVR output is
+the extra case) to ONNX and times PyTorch eager, a raw ONNX Runtime
+session and ``OnnxPredictor`` at batch 1 and batch 1024 with one thread. The
+test checks that the JSON is written and sane (positive finite timings,
+consistent ratios, parity within the export tolerance) and that
+``make_report.py`` renders it with its dedicated renderer. Timings are not
+asserted (DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = "benchmarks/serving.py"  # relative: the JSON records this command
+VARIANTS = ("torch", "onnxruntime", "onnx_predictor")
+
+
+def _make_report() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_report_for_serving", ROOT / "benchmarks" / "make_report.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("serving")
+    cmd = [sys.executable, SCRIPT, "--quick", "--results-dir", str(out)]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed ({proc.returncode})\n"
+        f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    )
+    path = out / "serving_quick.json"
+    assert path.is_file(), f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
+    return path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_header(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    assert doc["benchmark"] == "serving_quick"
+    assert doc["timestamp"]
+    assert "--quick" in doc["command"]
+    assert doc["config"]["quick"] is True
+    assert doc["config"]["threads"] == [1]
+    assert doc["machine"]["torch"]
+    assert doc["onnxruntime_version"]
+    assert doc["peak_rss_mb"] > 0
+    assert doc["schema"]["sparse_fields"] == 23
+    assert doc["schema"]["dense_fields"] == 8
+
+
+def test_models_exported_with_parity(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    models = {r["model"]: r for r in doc["results"]}
+    assert set(models) == {"esmm"}
+    assert models["esmm"]["outputs"] == ["ctr", "ctcvr", "cvr"]
+    for name, r in models.items():
+        assert r["n_parameters"] > 0, name
+        assert r["onnx_bytes"] > 0, name
+        assert r["exporter"] in ("dynamo", "legacy"), name
+        assert 0 <= r["parity_max_abs_diff"] <= 1e-5, (name, r["parity_max_abs_diff"])
+        assert set(r["parity_by_batch_size"]) == {"1", "1024"}
+        assert r["parity_max_abs_diff"] == max(r["parity_by_batch_size"].values())
+
+
+def test_latency_and_throughput_are_sane(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    cfg = doc["config"]
+    for r in doc["results"]:
+        entry = r["by_threads"]["1"]
+        for variant in VARIANTS:
+            lat = entry["latency_batch1"][variant]
+            assert lat["calls"] >= cfg["latency_calls"] // cfg["rounds"] * cfg["rounds"]
+            for key in ("median_us", "p90_us", "p99_us", "mean_us", "min_us"):
+                assert lat[key] > 0 and math.isfinite(lat[key]), (variant, key)
+            assert lat["min_us"] <= lat["median_us"] <= lat["p99_us"]
+            thr = entry["throughput"][variant]
+            assert thr["batch_size"] == 1024
+            assert thr["rows_per_s"] > 0 and math.isfinite(thr["rows_per_s"])
+            assert thr["rows_per_s"] == pytest.approx(
+                1024 / (thr["median_ms"] / 1e3), rel=1e-9
+            )
+            assert thr["rows_per_s_mean"] > 0
+        speed = entry["speedup_onnxruntime_vs_torch"]
+        lat = entry["latency_batch1"]
+        assert speed["latency_median"] == pytest.approx(
+            lat["torch"]["median_us"] / lat["onnxruntime"]["median_us"], rel=1e-9
+        )
+        thr = entry["throughput"]
+        assert speed["throughput"] == pytest.approx(
+            thr["onnxruntime"]["rows_per_s"] / thr["torch"]["rows_per_s"], rel=1e-9
+        )
+
+
+def test_report_renders_it(quick: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    path, _ = quick
+    (tmp_path / "serving.json").write_bytes(path.read_bytes())
+    report = _make_report().build_report(tmp_path)
+    section = report.split("## 5. Serving")[1].split("\n## ")[0]
+    assert "is not the one this report knows" not in section
+    assert "| esmm |" in section
+    assert "PyTorch median" in section and "ONNX Runtime / PyTorch" in section
+    assert "python benchmarks/serving.py --quick" in section
+    assert "**What this shows.**" in section
