@@ -82,7 +82,10 @@ RECHUB_NOTES = {
     "uwl": "its loss per task is 2 * L_i * exp(-clamp(w_i, min=0)) + w_i (w_i "
     "starts at 0): twice mtl_reco's UWL objective, but each weight exp(-w_i) is "
     "capped at 1 by the clamp; recorded weight = exp(-max(w_i, 0)), raw w_i "
-    "under raw_loss_weight_parameters",
+    "under raw_loss_weight_parameters. Its optimum w_i = ln(2 L_i) is negative "
+    "for a loss below 0.5 (both Census tasks after the first steps): there the "
+    "clamped term gives w_i no gradient, the + w_i term keeps pushing it down, "
+    "and the weight stays at 1",
     "gradnorm": "adaptive_params={'method': 'gradnorm'} (its alpha default 0.16)",
     "metabalance": "adaptive_params={'method': 'metabalance'} (its MetaBalance "
     "optimizer, relax 0.7, beta 0.9, task 0 = income as the main task)",
