@@ -18,11 +18,13 @@ project's data chain (labels, seeded 80/10/10 split, encoder fitted on train;
 (a) **naive CVR**: the ESMM paper's BASE model, i.e. ESMM's own CVR branch
     (the same embedding and a tower of ESMM's ``cvr_dims``, untouched
     defaults from ``conf/base/parameters_training.yml``) trained alone on the
-    CLICKED training rows with the purchase label (BCE, Adam with the
-    trainer block's learning rate and batch size, the same epochs, early
-    stopping with the trainer's patience on the validation CVR AUC over
-    clicked rows, best epoch restored). A plain loop, because the trainer
-    only trains multi-task models;
+    CLICKED training rows with the purchase label: BCE, Adam with the
+    trainer block's learning rate, weight decay and batch size, seeded like
+    the trainer. It sees about 4 % of the rows per epoch, so it gets more
+    epochs (``--naive-epochs``, default 20) with early stopping on the
+    validation CVR AUC over clicked rows (patience max(2, the trainer's);
+    best epoch restored). A plain loop, because the trainer only trains
+    multi-task models;
 (b) **ESMM**'s latent pCVR, ESMM trained with CTR and CTCVR on every
     impression by the project's trainer (``trainer`` block, ``fixed``
     weighting, early stopping on valid ``mean.auc``);
