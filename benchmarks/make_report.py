@@ -921,9 +921,6 @@ def text_selection_bias(doc: Mapping[str, Any]) -> str:
     naive, esmm = truth.get("naive_cvr", {}), truth.get("esmm", {})
     n_auc = _mean(dig(naive, "all", "auc_counterfactual"))
     e_auc = _mean(dig(esmm, "all", "auc_counterfactual"))
-    n_clk = _mean(dig(naive, "clicked", "mean_ratio"))
-    n_unc = _mean(dig(naive, "unclicked", "mean_ratio"))
-    e_unc = _mean(dig(esmm, "unclicked", "mean_ratio"))
     parts = [
         "A CVR label exists only after a click, so real logs cannot say how a CVR "
         "model does on the impressions nobody clicked; the simulator knows every "
@@ -944,23 +941,44 @@ def text_selection_bias(doc: Mapping[str, Any]) -> str:
             f"trained on clicked rows (mean AUC against counterfactual labels "
             f"{e_auc:.4f} vs {n_auc:.4f}{spread})."
         )
-    if n_clk is not None and n_unc is not None:
-        parts.append(
-            f"The naive model's mean pCVR is {n_clk:.2f}x the truth on clicked "
-            f"impressions, where it was trained, but {n_unc:.2f}x on unclicked ones: "
-            "the selection bias."
+    ratios = {
+        name: (
+            _mean(dig(t, "clicked", "mean_ratio")),
+            _mean(dig(t, "unclicked", "mean_ratio")),
         )
-    if e_unc is not None:
+        for name, t in (("naive", naive), ("esmm", esmm))
+    }
+    if None not in ratios["naive"] and None not in ratios["esmm"]:
+        (n_clk, n_unc), (e_clk, e_unc) = ratios["naive"], ratios["esmm"]
         parts.append(
-            f"ESMM's latent pCVR is {e_unc:.2f}x the truth on unclicked impressions. "
-            "Note what ESMM estimates: pCTCVR / pCTR = P(purchase | click, x), the "
-            "same conditional the naive model targets, learnt from every impression. "
-            "When the click and the conversion share a cause the features do not "
-            "show (the simulator's intent), P(purchase | click, x) is above the "
-            "pCVR the impression would have if clicked, for ESMM as for the naive "
-            "model; the gain ESMM can bring is in how well it learns, not in the "
-            "quantity it estimates."
+            f"Calibration: the naive model's mean pCVR is {n_clk:.2f}x the truth on "
+            f"the clicked impressions it learnt from but {n_unc:.2f}x on the "
+            f"unclicked ones (the selection bias); ESMM's is {e_clk:.2f}x and "
+            f"{e_unc:.2f}x."
         )
+    others = {k: t for k, t in truth.items() if k not in ("naive_cvr", "esmm")}
+    aucs = [_mean(dig(t, "all", "auc_counterfactual")) for t in others.values()]
+    uncl = [_mean(dig(t, "unclicked", "mean_ratio")) for t in others.values()]
+    aucs = [a for a in aucs if a is not None]
+    uncl = [u for u in uncl if u is not None]
+    if aucs and uncl:
+        parts.append(
+            "The other architectures, also trained on every impression, imply a "
+            f"pCVR (pCTCVR / pCTR) with AUC {min(aucs):.4f} to {max(aucs):.4f} "
+            f"against the same labels and {min(uncl):.2f}x to {max(uncl):.2f}x the "
+            "truth on unclicked impressions."
+        )
+    parts.append(
+        "No model reaches the oracle. ESMM's pCVR is pCTCVR / pCTR = "
+        "P(purchase | click, x), conditioned on the click like the naive model's "
+        "target; where the click and the purchase share a cause the features do "
+        "not show (the simulator's per-impression intent), that conditional is "
+        "above the pCVR the impression would have if it were clicked, so even a "
+        "perfect estimate of it over-estimates on unclicked impressions. What "
+        "learning from every impression can remove is the other part of the "
+        "bias: the naive model extrapolating to the low-pCTR impressions it "
+        "rarely saw."
+    )
     parts.append(
         "The second table is each architecture's distance to the oracle (the "
         "true pCTR / pCTCVR used as the score on the same labels)."
