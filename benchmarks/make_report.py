@@ -144,7 +144,7 @@ def machine_line(doc: Mapping[str, Any]) -> str:
         parts.append(f"torch {m['torch']}")
     threads = m.get("torch_threads", m.get("default_threads"))
     if threads is not None:
-        parts.append(f"{threads} torch threads")
+        parts.append(f"{threads} torch thread(s)")
     if m.get("python"):
         parts.append(f"Python {m['python']}")
     if m.get("platform"):
