@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "benchmarks/serving.py"  # relative: the JSON records this command
@@ -38,9 +40,7 @@ def _make_report() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("serving")
+def _run(out: Path) -> None:
     cmd = [sys.executable, SCRIPT, "--quick", "--results-dir", str(out)]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
@@ -49,8 +49,24 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
         f"{' '.join(cmd)} failed ({proc.returncode})\n"
         f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     )
+    assert (out / "serving_quick.json").is_file(), (
+        f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    # Under pytest-xdist every worker that gets a test of this module would run
+    # the script; the workers share the session's temporary root, so the first
+    # one runs it and the others read its JSON.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "serving_smoke"
+    with FileLock(str(shared / "serving_smoke.lock")):
+        if not (out / "serving_quick.json").is_file():
+            out.mkdir(exist_ok=True)
+            _run(out)
     path = out / "serving_quick.json"
-    assert path.is_file(), f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
     return path, json.loads(path.read_text(encoding="utf-8"))
 
 
