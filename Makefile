@@ -26,7 +26,7 @@ run: $(STAMP)  ## the main job: data processing, all five experiments, compariso
 	$(BIN)/kedro run
 
 test: $(STAMP)  ## the full test suite (what CI runs)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 test-fast: $(STAMP)  ## everything except the slow end-to-end runs
 	$(BIN)/python -m pytest -n 2 -m "not slow"

@@ -214,3 +214,37 @@ def test_predictor_rejects_foreign_onnx(tmp_path):
     onnx.save(onnx.helper.make_model(graph), str(tmp_path / "foreign.onnx"))
     with pytest.raises(ExportError, match="metadata"):
         OnnxPredictor(tmp_path / "foreign.onnx")
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+@pytest.mark.parametrize("name", ["mmoe", "ple"])
+def test_training_kernels_are_not_exported(
+    name, exporter, tmp_path, tiny_schema, monkeypatch
+):
+    """Export traces the plain path: the CPU training kernels never run."""
+    from mtl_reco.modeling import layers
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a training kernel ran during export")
+
+    model = make_small_model(name, tiny_schema, expert_layout="manual")
+    model.set_sparse_embedding_grad(True)
+    for fn in (layers._ReluFirstLayer, layers._ReluExpertLayer, layers._RowLookup):
+        monkeypatch.setattr(fn, "apply", forbidden)
+    path = tmp_path / f"{name}.onnx"
+    assert export_onnx(model, path, exporter=exporter)["exporter"] == exporter
+    monkeypatch.undo()
+    assert check_parity(model, path, random_inputs(tiny_schema, 37)) <= 1e-5
+
+
+def test_predictor_from_bytes_with_thread_setting(exported, planted_tables):
+    model, path, _ = exported["mmoe"]
+    from_file = OnnxPredictor(path)
+    from_bytes = OnnxPredictor(path.read_bytes(), intra_op_threads=1)
+    assert from_bytes.path is None
+    assert from_bytes.session.get_session_options().intra_op_num_threads == 1
+    table = planted_tables["valid"]
+    a = from_file.predict(table.sparse.numpy(), table.dense.numpy())
+    b = from_bytes.predict(table.sparse.numpy(), table.dense.numpy())
+    for name in model.output_names:
+        np.testing.assert_array_equal(a[name], b[name])

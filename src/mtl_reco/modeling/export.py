@@ -229,6 +229,10 @@ def export_onnx(
     output_names = [o["name"] for o in description["outputs"]]
     was_training = model.training
     model.eval()
+    # torch logs "torchvision is not installed" notices while exporting
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    previous_level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
     try:
         wrapper = _ExportWrapper(
             model,
@@ -261,6 +265,7 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+        registry_log.setLevel(previous_level)
     description["exporter"] = used
     proto = onnx.load(str(target))
     del proto.metadata_props[:]
@@ -336,6 +341,8 @@ class OnnxPredictor:
     Args:
         path: The ``.onnx`` file, or its bytes (as the Kedro catalog loads it).
         providers: onnxruntime execution providers (default: CPU).
+        intra_op_threads: Threads onnxruntime uses inside one operator
+            (``None``: onnxruntime's default, all cores).
 
     Attributes:
         input_names: Sanitised graph input names, in graph order.
@@ -348,15 +355,22 @@ class OnnxPredictor:
         self,
         path: str | PathLike[str] | bytes,
         providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
     ) -> None:
         import onnx
         import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+            options.inter_op_num_threads = 1
 
         source = bytes(path) if isinstance(path, bytes | bytearray) else None
         self.path = None if source is not None else Path(path)  # type: ignore[arg-type]
         where = "the given model bytes" if source is not None else str(self.path)
         self.session = ort.InferenceSession(
             source if source is not None else str(self.path),
+            sess_options=options,
             providers=list(providers or ["CPUExecutionProvider"]),
         )
         proto = (

@@ -30,7 +30,7 @@ Definitions:
 * Funnel (``Funnel(click, conversion)``, conversion = CTCVR = click x
   purchase): *CVR AUC* is computed on the clicked rows only (label = the
   conversion label there, i.e. purchase given click; score = the model's
-  latent pCVR when it has one, else ``p_conversion / p_click``), as in the
+  latent pCVR when it has one, else ``min(p_conversion / p_click, 1)``), as in the
   CVR column of the ESMM paper (Ma et al., SIGIR 2018); *CTCVR AUC* is the
   conversion task's AUC on all rows.
 * GAUC: AUC per group (e.g. per user), averaged with the group's row count
@@ -330,7 +330,8 @@ def _funnel_metrics(
     else:
         p_click = _as_scores(scores[funnel.click])[clicked]
         p_conv = _as_scores(scores[funnel.conversion])[clicked]
-        cvr = p_conv / np.maximum(p_click, 1e-12)
+        # a probability: models without a funnel constraint can give p_conv > p_click
+        cvr = np.minimum(p_conv / np.maximum(p_click, 1e-12), 1.0)
         source = "ratio"
     n_clicked = int(clicked.sum())
     reason = _auc_reason(int(conversion.sum()), n_clicked, cvr)
