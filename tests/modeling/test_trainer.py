@@ -446,7 +446,12 @@ def test_logging_no_validation_and_progress_bar(
     small: dict[str, TensorTable],
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import sys
+
+    # the bar is drawn on a terminal only: make the captured stderr look like one
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     model = model_for("aitm", small)
     with caplog.at_level(logging.INFO, logger="mtl_reco.modeling.trainer"):
         result = train(
