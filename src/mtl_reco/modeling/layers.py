@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -32,10 +32,10 @@ from torch.nn import functional as F
 from mtl_reco.modeling.schema import FeatureSchema
 
 Activation = Literal["relu", "gelu", "silu", "tanh"]
-ExpertLayout = Literal["auto", "per_expert", "fused", "bmm"]
+ExpertLayout = Literal["auto", "per_expert", "fused", "bmm", "manual"]
 
 #: Compute layouts of :class:`ExpertBank` (``auto`` resolves to one of the others).
-EXPERT_LAYOUTS: tuple[str, ...] = ("auto", "per_expert", "fused", "bmm")
+EXPERT_LAYOUTS: tuple[str, ...] = ("auto", "per_expert", "fused", "bmm", "manual")
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -53,6 +53,15 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(
             f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
         ) from None
+
+
+def _tracing() -> bool:
+    return bool(
+        torch.jit.is_tracing()  # type: ignore[attr-defined,no-untyped-call]
+        or torch.jit.is_scripting()  # type: ignore[attr-defined]
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
 
 
 class FeatureEmbedding(nn.Module):
@@ -269,7 +278,12 @@ class SoftmaxGate(nn.Module):
 
 
 def resolve_expert_layout(
-    layout: str, in_dim: int, n_experts: int, dims: Sequence[int]
+    layout: str,
+    in_dim: int,
+    n_experts: int,
+    dims: Sequence[int],
+    activation: str = "relu",
+    dropout: float = 0.0,
 ) -> str:
     """Turn ``auto`` into a concrete :class:`ExpertBank` layout.
 
@@ -278,17 +292,21 @@ def resolve_expert_layout(
     (forward, backward, fused Adam) on a 2-core CPU, batch 2048, 376 inputs,
     8 experts, interleaved repetitions, 1 and 2 threads.
 
-    * Narrow experts (``[16]``, ``[64]``): ``fused`` (one wide GEMM for the
-      first layer of all experts) took 0.73-0.79x the time of separate
-      ``nn.Linear`` experts; ``per_expert`` and ``bmm`` were at 0.95-1.06x.
-    * ``[128, 64]``: ``fused`` 0.91-0.94x, the others 0.97-1.08x.
-    * Wide experts (``[256, 128]``): every layout within noise of the others
-      (medians within ~5 %, quartile ranges overlapping): the GEMMs dominate
-      and already run near the machine's GEMM speed.
+    * Among the autograd layouts, ``fused`` (one wide GEMM for the first
+      layer of all experts) was fastest or tied at every size: 0.73-0.79x the
+      time of separate ``nn.Linear`` experts for narrow experts (``[16]``,
+      ``[64]``), 0.91-0.94x for ``[128, 64]``, within noise for
+      ``[256, 128]``.
+    * ``manual`` (the ``fused`` layout with a hand-written backward, see
+      :class:`ExpertBank`) removes the copies and the slow transposed batched
+      matmuls of ``fused``'s backward (``benchmarks/expert_layout.py``
+      measures it next to the others).
 
-    So ``auto`` is ``fused`` for every size: fastest or tied everywhere, and
-    few large tensors. The rule depends only on sizes, never on timings taken
-    at run time, so a saved model always rebuilds the same way (every layout
+    So ``auto`` is ``manual`` for ReLU experts without dropout (the only
+    experts it implements) and ``fused`` otherwise; an explicit ``manual``
+    with another activation or with dropout also falls back to ``fused``.
+    The rule depends only on the configuration, never on timings taken at
+    run time, so a saved model always rebuilds the same way (every layout
     has the same parameters anyway, so changing the rule cannot break a
     checkpoint).
     """
@@ -296,10 +314,177 @@ def resolve_expert_layout(
         raise ValueError(
             f"unknown expert layout {layout!r}; choose one of {EXPERT_LAYOUTS}"
         )
-    if layout != "auto":
-        return layout
     del in_dim, n_experts, dims  # the measured rule does not depend on sizes
-    return "fused"
+    manual_ok = activation == "relu" and dropout == 0.0
+    if layout == "auto" or (layout == "manual" and not manual_ok):
+        return "manual" if manual_ok else "fused"
+    return layout
+
+
+def fast_kernels_allowed(x: torch.Tensor) -> bool:
+    """Whether the hand-written training kernels of this module may run on ``x``.
+
+    They are used on CPU tensors outside autocast, and never while a model is
+    traced, scripted, compiled or exported to ONNX: then every model takes
+    its plain autograd path (the same function, built from traceable ops).
+    """
+    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        return False
+    return not _tracing()
+
+
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.grad_input
+
+
+def _first_layer_stride(width: int) -> int:
+    """Row stride of the ``(B, E * h1)`` first-layer activations.
+
+    Each expert's second layer reads (and its weight gradient contracts over
+    the batch of) a column block of this matrix. With rows of a multiple of
+    256 bytes the rows of a block fall into the same cache sets; 16 floats
+    of padding took the second layer's weight-gradient GEMMs of 8 experts
+    [256, 128] (batch 2048, 1 thread) from 12.6 to 8.7 ms in an isolated
+    measurement, at a cost of under 1 % memory.
+    """
+    return width + 16 if width >= 256 and width % 64 == 0 else width
+
+
+def _grad_needed(ctx: Any, index: int, offset: int = 0) -> bool:
+    """Whether the backward pass being run needs the gradient of input ``index``.
+
+    ``offset``: number of non-tensor arguments before input ``index`` (they
+    have no entry in ``ctx.next_functions``).
+
+    ``ctx.needs_input_grad`` says whether an input requires a gradient at
+    all; when it comes from another operation (not a leaf), the engine also
+    says whether that operation will run in this backward pass - it does not
+    when ``torch.autograd.grad`` asks for other tensors only (e.g. GradNorm's
+    last shared layer). Leaves cannot be asked during ``autograd.grad``:
+    their gradient is then computed.
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index - offset][0]
+    if node is None or type(node).__name__ == "AccumulateGrad":
+        return True
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # not available: compute it
+        return True
+
+
+class _ReluFirstLayer(torch.autograd.Function):
+    """First layer of ReLU expert banks: one GEMM per input group, ReLU in place.
+
+    ``apply(group_experts, *inputs, *weights, *biases)``: input group ``g``
+    (``group_experts[g]`` experts) reads ``inputs[g]`` ``(B, in_g)`` with
+    weight ``(E_g * h1, in_g)`` and bias ``(E_g * h1,)``. Returns the
+    activations ``(B, E * h1)``, a view of a buffer whose rows are padded
+    (:func:`_first_layer_stride`); expert ``e`` owns columns
+    ``[e * h1, (e + 1) * h1)``.
+
+    Backward: the ReLU mask is applied once (``threshold_backward`` from the
+    saved output), the weight gradient is computed as ``x^T g`` (the faster
+    GEMM orientation here) and transposed once, and nothing is computed for
+    an input the backward pass does not need (see :func:`_grad_needed`).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, group_experts: tuple[int, ...], *tensors: torch.Tensor
+    ) -> torch.Tensor:
+        n_groups = len(group_experts)
+        inputs = tensors[:n_groups]
+        weights = tensors[n_groups : 2 * n_groups]
+        biases = tensors[2 * n_groups :]
+        h1 = weights[0].shape[0] // group_experts[0]
+        batch, width = inputs[0].shape[0], sum(group_experts) * h1
+        h = inputs[0].new_empty(batch, _first_layer_stride(width))[:, :width]
+        col = 0
+        for x, w, b, e in zip(inputs, weights, biases, group_experts, strict=True):
+            torch.addmm(b, x, w.t(), out=h[:, col : col + e * h1])
+            col += e * h1
+        h.relu_()
+        ctx.widths = tuple(e * h1 for e in group_experts)
+        ctx.save_for_backward(*inputs, *weights, h)
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        widths: tuple[int, ...] = ctx.widths
+        n_groups = len(widths)
+        saved = ctx.saved_tensors
+        inputs, weights, h = saved[:n_groups], saved[n_groups:-1], saved[-1]
+        dh = torch.empty_like(h, memory_format=torch.contiguous_format)
+        _THRESHOLD_BACKWARD(grad, h, 0, grad_input=dh)
+        dx: list[torch.Tensor | None] = [None] * n_groups
+        dw: list[torch.Tensor | None] = [None] * n_groups
+        db: list[torch.Tensor | None] = [None] * n_groups
+        col = 0
+        for g, (x, w, width) in enumerate(zip(inputs, weights, widths, strict=True)):
+            block = dh[:, col : col + width]
+            if _grad_needed(ctx, 1 + g, 1):
+                dx[g] = torch.mm(block, w)
+            if _grad_needed(ctx, 1 + n_groups + g, 1):
+                dw[g] = torch.mm(x.t(), block).t().contiguous()
+            if _grad_needed(ctx, 1 + 2 * n_groups + g, 1):
+                db[g] = block.sum(0)
+            col += width
+        return (None, *dx, *dw, *db)
+
+
+class _ReluExpertLayer(torch.autograd.Function):
+    """A later layer of ReLU expert banks: one batched matmul, ReLU in place.
+
+    ``apply(h, weight (E, out, in), bias (E, out), from_first)``: ``h`` is the
+    first layer's ``(B, E * in)`` output when ``from_first`` (read as an
+    ``(E, B, in)`` view), else the ``(E, B, in)`` output of the previous
+    layer. Returns ``(E, B, out)``, contiguous.
+
+    Backward: the masked output gradient is made contiguous ``(E, B, out)``
+    (so both batched matmuls read contiguous operands) and the input gradient
+    of a first layer is written straight into its padded ``(B, E * in)``
+    layout by one GEMM per expert - no transposed copies.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        from_first: bool,
+    ) -> torch.Tensor:
+        n_exp, _, width = weight.shape
+        inp = h.view(h.shape[0], n_exp, width).transpose(0, 1) if from_first else h
+        out = torch.baddbmm(bias.unsqueeze(1), inp, weight.transpose(1, 2)).relu_()
+        ctx.from_first = from_first
+        ctx.save_for_backward(h, weight, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, weight, out = ctx.saved_tensors
+        n_exp, _, width = weight.shape
+        g = torch.empty_like(out)  # (E, B, out), contiguous
+        _THRESHOLD_BACKWARD(grad, out, 0, grad_input=g)
+        first = ctx.from_first
+        inp = h.view(h.shape[0], n_exp, width).transpose(0, 1) if first else h
+        dh = dw = db = None
+        if _grad_needed(ctx, 0):
+            if first:
+                batch = h.shape[0]
+                buf = h.new_empty(batch, _first_layer_stride(n_exp * width))
+                dh = buf[:, : n_exp * width]
+                for e in range(n_exp):
+                    torch.mm(g[e], weight[e], out=dh[:, e * width : (e + 1) * width])
+            else:
+                dh = torch.bmm(g, weight)
+        if _grad_needed(ctx, 1):
+            dw = torch.bmm(g.transpose(1, 2), inp)
+        if _grad_needed(ctx, 2):
+            db = g.sum(1)
+        return dh, dw, db, None
 
 
 class ExpertBank(nn.Module):
@@ -313,7 +498,13 @@ class ExpertBank(nn.Module):
     * ``per_expert``: one ``F.linear`` per expert and layer, stacked at the end;
     * ``fused``: the first layer of all experts as one wide GEMM
       ``(B, in) x (in, E*h1)``, later layers as batched matmuls;
-    * ``bmm``: every layer as a batched matmul over the experts.
+    * ``bmm``: every layer as a batched matmul over the experts;
+    * ``manual``: ``fused``'s forward with a hand-written backward
+      (:class:`_ReluFirstLayer`, :class:`_ReluExpertLayer`; ReLU experts
+      without dropout, CPU, not while tracing/exporting - otherwise it
+      computes ``fused``). Several banks can
+      run as one (:func:`run_expert_banks`): banks reading the same input
+      share one first-layer GEMM.
 
     All layouts compute the same function with the same parameters, so the
     layout can change after training (state dicts are interchangeable).
@@ -326,7 +517,7 @@ class ExpertBank(nn.Module):
         activation: relu, gelu, silu or tanh.
         dropout: Dropout probability after each activation.
         layout: ``auto`` (see :func:`resolve_expert_layout`), ``per_expert``,
-            ``fused`` or ``bmm``.
+            ``fused``, ``bmm`` or ``manual``.
 
     Shapes:
         input ``(B, in_dim)`` -> output ``(B, E, dims[-1])`` (possibly a
@@ -351,7 +542,9 @@ class ExpertBank(nn.Module):
         self.n_experts = n_experts
         self.dims = tuple(int(d) for d in dims)
         self.out_dim = self.dims[-1]
-        self.layout = resolve_expert_layout(layout, in_dim, n_experts, self.dims)
+        self.layout = resolve_expert_layout(
+            layout, in_dim, n_experts, self.dims, activation, dropout
+        )
         self.act = make_activation(activation)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.weights = nn.ParameterList()
@@ -381,8 +574,10 @@ class ExpertBank(nn.Module):
         """Return ``(B, E, dims[-1])`` expert outputs."""
         if self.layout == "per_expert":
             return self._forward_per_expert(x)
+        if self.layout == "manual" and fast_kernels_allowed(x):
+            return run_expert_banks([self], [x])
         n_exp = self.n_experts
-        if self.layout == "fused":
+        if self.layout in ("fused", "manual"):
             w0, b0 = self.weights[0], self.biases[0]
             h = self._block(F.linear(x, w0.reshape(-1, self.in_dim), b0.reshape(-1)))
             if len(self.dims) == 1:
@@ -413,6 +608,66 @@ class ExpertBank(nn.Module):
         return torch.stack(outs, dim=1)
 
 
+def _cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))
+
+
+def run_expert_banks(
+    banks: Sequence[ExpertBank], inputs: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Outputs of several expert banks as one tensor, bank ``i`` reading ``inputs[i]``.
+
+    With ``manual`` banks of equal shapes (and :func:`fast_kernels_allowed`),
+    every bank runs in one hand-written kernel: consecutive banks that read
+    the same tensor (same object) share one first-layer GEMM, every later
+    layer is one batched matmul over all experts. Otherwise each bank runs
+    on its own and the outputs are concatenated. Same function either way.
+
+    Args:
+        banks: Expert banks with equal hidden widths.
+        inputs: One ``(B, in_i)`` input per bank.
+
+    Returns:
+        ``(B, E_1 + ... + E_k, d)`` expert outputs in bank order (possibly a
+        non-contiguous view).
+    """
+    if len(banks) != len(inputs) or not banks:
+        raise ValueError("run_expert_banks needs one input per bank (at least one)")
+    dims = banks[0].dims
+    fast = all(b.layout == "manual" and b.dims == dims for b in banks)
+    if not (fast and fast_kernels_allowed(inputs[0])):
+        outs = [bank(x) for bank, x in zip(banks, inputs, strict=True)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    groups: list[list[int]] = []
+    for i, x in enumerate(inputs):
+        if groups and inputs[groups[-1][0]] is x:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    first_w = [
+        _cat([banks[i].weights[0].reshape(-1, banks[i].in_dim) for i in grp])
+        for grp in groups
+    ]
+    first_b = [_cat([banks[i].biases[0].reshape(-1) for i in grp]) for grp in groups]
+    rest_w = [_cat([b.weights[k] for b in banks]) for k in range(1, len(dims))]
+    rest_b = [_cat([b.biases[k] for b in banks]) for k in range(1, len(dims))]
+    sizes = tuple(sum(banks[i].n_experts for i in grp) for grp in groups)
+    h = cast(
+        torch.Tensor,
+        _ReluFirstLayer.apply(  # type: ignore[no-untyped-call]
+            sizes, *[inputs[grp[0]] for grp in groups], *first_w, *first_b
+        ),
+    )
+    if len(dims) == 1:
+        return h.view(h.shape[0], sum(sizes), dims[0])
+    for k, (w, b) in enumerate(zip(rest_w, rest_b, strict=True)):
+        h = cast(
+            torch.Tensor,
+            _ReluExpertLayer.apply(h, w, b, k == 0),  # type: ignore[no-untyped-call]
+        )
+    return h.transpose(0, 1)
+
+
 def mix_experts(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Gate-weighted sums of expert outputs.
 
@@ -426,6 +681,8 @@ def mix_experts(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """
     if weights.dim() == 2:
         return mix_experts(weights.unsqueeze(1), experts).squeeze(1)
+    if fast_kernels_allowed(weights):
+        return torch.bmm(weights, experts)
     return torch.einsum("bge,bed->bgd", weights, experts)
 
 

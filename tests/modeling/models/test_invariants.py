@@ -174,7 +174,7 @@ def test_ple_config_validation():
         MMoEConfig.from_dict({"expert_layout": "einsum"})
 
 
-@pytest.mark.parametrize("layout", ["per_expert", "fused", "bmm"])
+@pytest.mark.parametrize("layout", ["per_expert", "fused", "bmm", "manual"])
 def test_mmoe_expert_layout_changes_speed_not_results(layout, tiny_schema):
     ref = make_small_model("mmoe", tiny_schema, expert_layout="per_expert")
     model = make_small_model("mmoe", tiny_schema, expert_layout=layout)
@@ -271,3 +271,38 @@ def test_build_model_accepts_mapping_or_typed_config(tiny_schema):
     b = build_model("mmoe", tiny_schema, None, MMoEConfig(n_experts=2, expert_dims=[4]))
     assert a.config == b.config
     assert a.experts.n_experts == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("mmoe", {}),
+        ("mmoe", {"expert_dims": [16]}),
+        ("ple", {"n_levels": 1}),
+        ("ple", {"n_levels": 3, "n_shared_experts": 1}),
+    ],
+)
+def test_fast_path_is_the_plain_function(name, overrides, tiny_schema, monkeypatch):
+    """The CPU training kernels compute what the plain (exported) path does."""
+    import mtl_reco.modeling.layers as layers
+    import mtl_reco.modeling.models.mmoe as mmoe
+    import mtl_reco.modeling.models.ple as ple
+
+    model = make_small_model(name, tiny_schema, **overrides).double()
+    sparse, dense = random_inputs(tiny_schema, 13)
+    dense = dense.double()
+
+    def run() -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        out = model(sparse, dense)
+        sum((v * (i + 1)).sum() for i, v in enumerate(out.values())).backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    fast_out, fast_grads = run()
+    for module in (layers, mmoe, ple):
+        monkeypatch.setattr(module, "fast_kernels_allowed", lambda x: False)
+    plain_out, plain_grads = run()
+    for key, value in plain_out.items():
+        torch.testing.assert_close(fast_out[key], value)
+    for fast, plain in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(fast, plain)

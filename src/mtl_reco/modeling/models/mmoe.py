@@ -16,6 +16,7 @@ from mtl_reco.modeling.layers import (
     SoftmaxGate,
     Tower,
     check_dims,
+    fast_kernels_allowed,
     mix_experts,
 )
 from mtl_reco.modeling.models.base import MultiTaskModel
@@ -117,6 +118,14 @@ class MMoE(MultiTaskModel):
         """Return ``{task: (B,)}`` logits / regression values."""
         x = self.embedding(sparse, dense)
         mixed = mix_experts(self._gates(x), self.experts(x))  # (B, T, d)
+        if fast_kernels_allowed(x):
+            # unbind: one gradient copy for all towers instead of one per task
+            return {
+                task.name: tower(mix)
+                for task, tower, mix in zip(
+                    self.tasks, self.towers, mixed.unbind(1), strict=True
+                )
+            }
         return {
             task.name: tower(mixed[:, i])
             for i, (task, tower) in enumerate(zip(self.tasks, self.towers, strict=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -16,7 +17,10 @@ from mtl_reco.modeling.layers import (
     SoftmaxGate,
     Tower,
     check_dims,
+    fast_kernels_allowed,
     mix_expert_groups,
+    mix_experts,
+    run_expert_banks,
 )
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
@@ -103,6 +107,17 @@ class ExtractionLevel(nn.Module):
             None if final else SoftmaxGate(in_dim, n_tasks * n_specific + n_shared)
         )
         self.out_dim = self.shared.out_dim
+        # Expert column of every gate weight (task gates, then the shared gate)
+        # in _forward_fused; experts ordered [specific_0, ..., specific_T-1, shared].
+        n_all = n_tasks * n_specific + n_shared
+        shared_cols = list(range(n_tasks * n_specific, n_all))
+        columns: list[int] = []
+        for t in range(n_tasks):
+            columns += list(range(t * n_specific, (t + 1) * n_specific)) + shared_cols
+        columns += list(range(n_all))  # shared gate
+        self.register_buffer(
+            "gate_columns", torch.tensor(columns, dtype=torch.int64), persistent=False
+        )
 
     def forward(
         self,
@@ -111,6 +126,8 @@ class ExtractionLevel(nn.Module):
         record: dict[str, torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Return the task mixtures and the shared mixture (None when final)."""
+        if self.shared_gate is not None and fast_kernels_allowed(shared_input):
+            return self._forward_fused(task_inputs, shared_input, record)
         specific = [
             bank(inp) for bank, inp in zip(self.specific, task_inputs, strict=True)
         ]
@@ -128,6 +145,49 @@ class ExtractionLevel(nn.Module):
                 record["shared"] = weights
             shared_out = mix_expert_groups(weights, [*specific, shared])
         return outputs, shared_out
+
+    def _forward_fused(
+        self,
+        task_inputs: Sequence[torch.Tensor],
+        shared_input: torch.Tensor,
+        record: dict[str, torch.Tensor] | None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`forward` of a non-final level in fewer, larger operations.
+
+        Every expert of the level runs in one call (:func:`run_expert_banks`:
+        banks reading the same input share one first-layer GEMM) and each
+        gate mixes the concatenated experts ``[specific_0, ...,
+        specific_{T-1}, shared]`` in one batched matmul, its weights placed
+        in its experts' columns (zeros elsewhere). Same function, and the
+        same gradient reachability: below the final level every loss reaches
+        every expert anyway (through the shared gate), and each gate still
+        feeds its own mixture only. The final level keeps :meth:`forward`'s
+        per-task structure, so a task's final experts and gate get no
+        gradient from another task's loss.
+        """
+        banks = cast(list[ExpertBank], [*self.specific, self.shared])
+        experts = run_expert_banks(banks, [*task_inputs, shared_input])
+        n_all = experts.shape[1]
+        gates = [*self.task_gates, self.shared_gate]
+        columns = self.get_buffer("gate_columns")
+        mixtures: list[torch.Tensor] = []
+        start = 0
+        for t, (gate, inp) in enumerate(
+            zip(gates, [*task_inputs, shared_input], strict=True)
+        ):
+            weights = gate(inp)
+            if record is not None:
+                record["shared" if t == len(task_inputs) else f"task{t}"] = weights
+            width = weights.shape[1]
+            placed = torch.index_copy(
+                weights.new_zeros(weights.shape[0], n_all),
+                1,
+                columns[start : start + width],
+                weights,
+            )
+            start += width
+            mixtures.append(mix_experts(placed, experts))
+        return mixtures[:-1], mixtures[-1]
 
 
 class PLE(MultiTaskModel):
