@@ -202,6 +202,12 @@ class TrainerConfig(StrictConfig):
         resume: Resume from the checkpoint in ``checkpoint_dir`` if present.
         progress: Show a progress bar per epoch (on a terminal only).
         log_every: Log running losses every N batches (0 disables).
+        sparse_embedding_grad: Give the embedding tables row-sparse
+            gradients and update only the rows a batch looks up ("lazy"
+            Adam/AdamW/SGD, see :mod:`mtl_reco.modeling.sparse_grad`): rows
+            absent from a batch keep their value and optimizer state (no
+            moment or weight decay for them). ``False``: dense gradients and
+            the plain optimizer over whole tables.
     """
 
     device: str = "auto"
@@ -218,6 +224,7 @@ class TrainerConfig(StrictConfig):
     resume: bool = True
     progress: bool = True
     log_every: int = 0
+    sparse_embedding_grad: bool = False
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)

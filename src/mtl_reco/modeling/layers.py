@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.modeling.sparse_grad import sparse_rows, unique_rows
 
 Activation = Literal["relu", "gelu", "silu", "tanh"]
 ExpertLayout = Literal["auto", "per_expert", "fused", "bmm", "manual"]
@@ -64,6 +65,29 @@ def _tracing() -> bool:
     )
 
 
+class _RowLookup(torch.autograd.Function):
+    """``table[rows]`` whose gradient w.r.t. the table is row-sparse.
+
+    The backward returns a coalesced sparse COO tensor holding each looked-up
+    row once (its gradients summed), instead of a dense table-sized gradient
+    (see :mod:`mtl_reco.modeling.sparse_grad`).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.table_shape = table.shape
+        ctx.save_for_backward(rows)
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (rows,) = ctx.saved_tensors
+        unique, inverse = unique_rows(rows, int(ctx.table_shape[0]))
+        values = grad.new_zeros(unique.numel(), grad.shape[1])
+        values.index_add_(0, inverse, grad)
+        return sparse_rows(unique, values, ctx.table_shape), None
+
+
 class FeatureEmbedding(nn.Module):
     """Embeds every sparse field and appends the dense features.
 
@@ -79,6 +103,13 @@ class FeatureEmbedding(nn.Module):
             field's ``embedding_dim`` from the schema).
         init_std: Standard deviation of the normal initialisation of the
             tables.
+
+    Attributes:
+        sparse_grad: In training mode (and outside tracing/export), give the
+            tables a row-sparse gradient (:class:`_RowLookup`) instead of a
+            dense one; set by the trainer from
+            ``TrainerConfig.sparse_embedding_grad`` (see
+            :mod:`mtl_reco.modeling.sparse_grad`). Same forward either way.
 
     Shapes:
         * ``sparse``: ``(B, n_sparse)`` integer ids (int32 or int64), field
@@ -128,6 +159,7 @@ class FeatureEmbedding(nn.Module):
             dim * len(fields) for dim, fields in groups.items()
         )
         self.output_dim = self.embedding_output_dim + self.n_dense
+        self.sparse_grad = False
 
     def check_ids(self, sparse: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the field when an id is out of range.
@@ -155,11 +187,24 @@ class FeatureEmbedding(nn.Module):
         """Return the ``(B, output_dim)`` input vector of every row."""
         parts: list[torch.Tensor] = []
         batch = sparse.shape[0] if self.n_sparse else dense.shape[0]
+        sparse_grad = (
+            self.sparse_grad
+            and self.training
+            and torch.is_grad_enabled()
+            and not _tracing()
+        )
         for g, table in enumerate(self.tables):
             ids = sparse
             if not self._identity_order:
                 ids = sparse.index_select(1, self.get_buffer(f"fields_{g}"))
             rows = (ids + self.get_buffer(f"offsets_{g}")).reshape(-1)
+            if sparse_grad and table.requires_grad:
+                looked_up = cast(
+                    torch.Tensor,
+                    _RowLookup.apply(table, rows),  # type: ignore[no-untyped-call]
+                )
+                parts.append(looked_up.reshape(batch, -1))
+                continue
             # index_select's backward (index_add) is faster on CPU than
             # F.embedding's, and it exports to ONNX as a plain Gather.
             parts.append(table.index_select(0, rows).reshape(batch, -1))

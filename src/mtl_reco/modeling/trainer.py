@@ -60,6 +60,12 @@ from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.device import resolve_device
 from mtl_reco.modeling.metrics import evaluate, flatten_metrics, oracle_from_extras
 from mtl_reco.modeling.models.base import MultiTaskModel
+from mtl_reco.modeling.sparse_grad import (
+    LazyAdam,
+    LazyAdamW,
+    LazySGD,
+    clip_grad_norm_,
+)
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 __all__ = [
@@ -224,6 +230,7 @@ class Trainer:
         self.task_names = list(model.task_names)
         self.task_types = model.task_types
         self._model_params = [p for p in model.parameters() if p.requires_grad]
+        model.set_sparse_embedding_grad(self.config.sparse_embedding_grad)
         self.optimizer = self._build_optimizer()
         self.scheduler: Any = None
         self._plateau = False
@@ -279,6 +286,8 @@ class Trainer:
             "adamw": torch.optim.AdamW,
             "sgd": torch.optim.SGD,
         }
+        if self.config.sparse_embedding_grad:  # row-wise update of sparse grads
+            classes = {"adam": LazyAdam, "adamw": LazyAdamW, "sgd": LazySGD}
         cls = classes[opt_cfg.name]
         if opt_cfg.name == "sgd":
             kwargs["momentum"] = opt_cfg.momentum
@@ -481,9 +490,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 weights = strategy.weighted_backward(losses, aux)
                 if cfg.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(
-                        self._model_params, cfg.grad_clip_norm, foreach=True
-                    )
+                    self._clip_gradients(cfg.grad_clip_norm)
                 opt.step()
                 strategy.after_step()
                 rows = int(batch.labels.shape[0])
@@ -521,6 +528,12 @@ class Trainer:
             "epoch_time_s": elapsed,
             "samples_per_s": n_rows / elapsed if elapsed > 0 else float("nan"),
         }
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        if self.config.sparse_embedding_grad:
+            clip_grad_norm_(self._model_params, max_norm)
+        else:
+            nn.utils.clip_grad_norm_(self._model_params, max_norm, foreach=True)
 
     def validate(self, table: TensorTable) -> dict[str, float]:
         """Flat validation metrics of the current model (plus ``loss``)."""

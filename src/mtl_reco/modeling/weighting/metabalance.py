@@ -128,7 +128,7 @@ class MetaBalance(LossWeighting):
         """Rescale auxiliary gradients on the shared tensors; plain elsewhere."""
         ordered = ordered_losses(self.task_names, losses)
         shared = self.shared
-        task_grads = [shared.task_grads(loss) for loss in ordered]
+        task_grads = shared.all_task_grads(ordered)
         with torch.no_grad():
             norms = torch.stack(
                 [torch.stack(torch._foreach_norm(grads)) for grads in task_grads]
