@@ -84,6 +84,7 @@ from mtl_reco.modeling.config import (
     TrainerConfig,
 )
 from mtl_reco.modeling.data import Batch, TensorTable
+from mtl_reco.modeling.models import ple as ple_module
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import build_model
 from mtl_reco.modeling.schema import (
@@ -540,6 +541,15 @@ class _Annotator:
     def __init__(self, model: torch.nn.Module) -> None:
         self.handles: list[Any] = []
         self.open: dict[int, list[Any]] = {}
+        # PLE runs all experts of a level in one run_expert_banks call made
+        # by the level itself, not through ExpertBank.forward: label it too.
+        self._ple_runner = ple_module.run_expert_banks
+
+        def run_banks(*args: Any, **kwargs: Any) -> Any:
+            with torch.profiler.record_function("fwd.experts"):
+                return self._ple_runner(*args, **kwargs)
+
+        ple_module.run_expert_banks = run_banks
         for module in model.modules():
             part = PART_OF_CLASS.get(type(module).__name__)
             if part is None:
@@ -561,6 +571,7 @@ class _Annotator:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        ple_module.run_expert_banks = self._ple_runner
 
 
 PHASES = ("loader", "forward", "loss", "zero_grad", "backward", "optimizer")
