@@ -33,7 +33,7 @@ import pandas as pd
 from mtl_reco.modeling.schema import Funnel, TaskSpec
 from mtl_reco.processing._chunks import non_empty
 from mtl_reco.processing.config import FunnelConfig, LabelsConfig, TaskConfig
-from mtl_reco.sources.base import RawSchema
+from mtl_reco.sources.base import RawSchema, event_columns
 from mtl_reco.tables import StreamTable, Table
 
 logger = logging.getLogger(__name__)
@@ -84,10 +84,9 @@ class LabelPlan:
     @property
     def output_columns(self) -> list[str]:
         """Columns of the labelled events, in order."""
-        cols = [*self.task_names, *self.sparse, *self.dense, *self.extras]
-        if self.split_column:
-            cols.append(self.split_column)
-        return cols
+        return event_columns(
+            self.task_names, self.sparse, self.dense, self.extras, self.split_column
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (the ``task_spec`` artefact)."""

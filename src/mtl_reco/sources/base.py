@@ -18,7 +18,7 @@ Kedro; they are selected by name through :mod:`mtl_reco.sources.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,20 @@ class TaskDefinition:
     name: str
     source: str
     type: str = "classification"
+
+
+def event_columns(
+    labels: Sequence[str],
+    sparse: Sequence[str],
+    dense: Sequence[str],
+    extras: Sequence[str],
+    split_column: str | None,
+) -> list[str]:
+    """Column order of event tables: labels, sparse, dense, extras, split."""
+    cols = [*labels, *sparse, *dense, *extras]
+    if split_column:
+        cols.append(split_column)
+    return cols
 
 
 @dataclass(frozen=True)
@@ -76,10 +90,9 @@ class RawSchema:
     @property
     def columns(self) -> list[str]:
         """Every column the raw events must contain, in order."""
-        cols = [*self.labels, *self.sparse, *self.dense, *self.extras]
-        if self.split_column:
-            cols.append(self.split_column)
-        return cols
+        return event_columns(
+            self.labels, self.sparse, self.dense, self.extras, self.split_column
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON representation (the ``raw_schema`` artefact)."""
