@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _smoke import RECHUB_HINT, ROOT, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 CENSUS_FILE = "census-income-kdd/uci-raw/census_income_1994_1995_train.csv.gz"
 TASKS = {"income", "marital"}
@@ -43,14 +42,7 @@ def _run_quick(script: str, data: Path, out: Path) -> dict[str, Any]:
         "--results-dir",
         str(out),
     ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed ({proc.returncode}); Torch-RecHub comes with "
-        f'the bench extra (pip install -e ".[bench]").\n'
-        f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-    )
+    run_script(cmd, hint=RECHUB_HINT)
     name = Path(script).stem
     written = sorted(p.name for p in out.glob("*.json"))
     assert written == [f"{name}_quick.json"], written  # never the full results

@@ -10,76 +10,25 @@ consistent with their definitions), never which model wins.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from filelock import FileLock
+from _smoke import load_make_report, quick_json_once
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "benchmarks/selection_bias.py"  # relative: the JSON records this command
 ARCHS = {"shared_bottom", "esmm", "mmoe", "ple", "aitm"}
 SUBSETS = ("all", "clicked", "unclicked")
-
-
-def _make_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_report_for_selection_bias", ROOT / "benchmarks" / "make_report.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _auc(value: Any) -> bool:
     return isinstance(value, float) and 0.0 <= value <= 1.0
 
 
-def _run(out: Path) -> None:
-    cmd = [
-        sys.executable,
-        SCRIPT,
-        "--quick",
-        "--threads",
-        "1",
-        "--results-dir",
-        str(out),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed ({proc.returncode})\n"
-        f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-    )
-    assert (out / "selection_bias_quick.json").is_file(), (
-        f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
-    )
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    # Under pytest-xdist every worker that gets a test of this module would run
-    # the script; the workers share the session's temporary root, so the first
-    # one runs it and the others read its JSON.
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    out = shared / "selection_bias_smoke"
-    with FileLock(str(shared / "selection_bias_smoke.lock")):
-        if not (out / "selection_bias_quick.json").is_file():
-            out.mkdir(exist_ok=True)
-            _run(out)
-    path = out / "selection_bias_quick.json"
-    return path, json.loads(path.read_text(encoding="utf-8"))
+    return quick_json_once(tmp_path_factory, SCRIPT, ["--threads", "1"])
 
 
 def test_header_and_data(quick: tuple[Path, dict[str, Any]]) -> None:
@@ -161,7 +110,7 @@ def test_summary_over_seeds(quick: tuple[Path, dict[str, Any]]) -> None:
 def test_report_renders_it(quick: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     path, _ = quick
     (tmp_path / "selection_bias.json").write_bytes(path.read_bytes())
-    report = _make_report().build_report(tmp_path)
+    report = load_make_report("make_report_for_selection_bias").build_report(tmp_path)
     section = report.split("## 6. Sample selection bias")[1].split("\n## ")[0]
     assert "is not the one this report knows" not in section
     assert "| naive CVR (clicked rows only) |" in section

@@ -11,63 +11,20 @@ asserted (DESIGN section 6).
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from filelock import FileLock
+from _smoke import load_make_report, quick_json_once
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "benchmarks/serving.py"  # relative: the JSON records this command
 VARIANTS = ("torch", "onnxruntime", "onnx_predictor")
 
 
-def _make_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_report_for_serving", ROOT / "benchmarks" / "make_report.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(out: Path) -> None:
-    cmd = [sys.executable, SCRIPT, "--quick", "--results-dir", str(out)]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed ({proc.returncode})\n"
-        f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-    )
-    assert (out / "serving_quick.json").is_file(), (
-        f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
-    )
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    # Under pytest-xdist every worker that gets a test of this module would run
-    # the script; the workers share the session's temporary root, so the first
-    # one runs it and the others read its JSON.
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    out = shared / "serving_smoke"
-    with FileLock(str(shared / "serving_smoke.lock")):
-        if not (out / "serving_quick.json").is_file():
-            out.mkdir(exist_ok=True)
-            _run(out)
-    path = out / "serving_quick.json"
-    return path, json.loads(path.read_text(encoding="utf-8"))
+    return quick_json_once(tmp_path_factory, SCRIPT, ())
 
 
 def test_header(quick: tuple[Path, dict[str, Any]]) -> None:
@@ -130,7 +87,7 @@ def test_latency_and_throughput_are_sane(quick: tuple[Path, dict[str, Any]]) -> 
 def test_report_renders_it(quick: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     path, _ = quick
     (tmp_path / "serving.json").write_bytes(path.read_bytes())
-    report = _make_report().build_report(tmp_path)
+    report = load_make_report("make_report_for_serving").build_report(tmp_path)
     section = report.split("## 5. Serving")[1].split("\n## ")[0]
     assert "is not the one this report knows" not in section
     assert "| esmm |" in section

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from _smoke import RECHUB_HINT, ROOT, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "train_throughput.py"
 ARCHS = {"shared_bottom", "mmoe", "ple", "aitm", "esmm"}
 VARIANTS = ("mtl_reco", "rechub", "rechub_prebuilt")
@@ -40,14 +38,7 @@ def quick_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--results-dir",
         str(out),
     ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed ({proc.returncode}); Torch-RecHub comes with "
-        f'the bench extra (pip install -e ".[bench]").\n'
-        f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-    )
+    proc = run_script(cmd, timeout=600, hint=RECHUB_HINT)
     path = out / "train_throughput_quick.json"
     assert path.is_file(), f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
     payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
