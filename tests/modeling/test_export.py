@@ -248,3 +248,65 @@ def test_predictor_from_bytes_with_thread_setting(exported, planted_tables):
     b = from_bytes.predict(table.sparse.numpy(), table.dense.numpy())
     for name in model.output_names:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def _nan_row(schema: FeatureSchema, n_rows: int = 8, row: int = 3):
+    sparse, dense = random_inputs(schema, n_rows, seed=5)
+    dense[row, 1] = float("nan")
+    return sparse, dense
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parity_is_inf_when_a_row_is_nan(name, exported, tiny_schema, caplog):
+    model, path, _ = exported[name]
+    sparse, dense = _nan_row(tiny_schema)
+    with caplog.at_level(logging.WARNING, logger="mtl_reco.modeling.export"):
+        worst = check_parity(model, path, (sparse, dense))
+    assert worst == float("inf")
+    assert not worst <= 1e-5
+    for output in model.output_names:
+        assert (
+            f"ONNX parity of output '{output}': 1 non-finite value(s) from PyTorch "
+            "and 1 from onnxruntime over 8 row(s)"
+        ) in caplog.text
+    # the same rows without the NaN are at parity
+    clean = dense.clone()
+    clean[3, 1] = 0.0
+    assert check_parity(model, path, (sparse, clean)) <= 1e-5
+
+
+def _shift_onnx(monkeypatch, output: str, row: int, delta: float) -> None:
+    """Make onnxruntime's ``output`` differ by ``delta`` at ``row``."""
+    original = OnnxPredictor.predict
+
+    def shifted(self, *args, **kwargs):
+        got = original(self, *args, **kwargs)
+        got[output] = got[output].copy()
+        got[output][row] += np.float32(delta)
+        return got
+
+    monkeypatch.setattr(OnnxPredictor, "predict", shifted)
+
+
+def test_parity_reports_a_real_onnx_difference(exported, tiny_schema, monkeypatch):
+    model, path, _ = exported["mmoe"]
+    inputs = random_inputs(tiny_schema, 8, seed=5)
+    _shift_onnx(monkeypatch, "ctcvr", row=6, delta=0.47)
+    assert check_parity(model, path, inputs) == pytest.approx(0.47, abs=1e-5)
+    # a NaN row elsewhere no longer hides the mismatch: the check fails
+    assert check_parity(model, path, _nan_row(tiny_schema)) == float("inf")
+
+
+def test_parity_is_inf_when_only_onnx_is_non_finite(
+    exported, tiny_schema, monkeypatch, caplog
+):
+    model, path, _ = exported["esmm"]
+    _shift_onnx(monkeypatch, "cvr", row=2, delta=float("inf"))
+    with caplog.at_level(logging.WARNING, logger="mtl_reco.modeling.export"):
+        worst = check_parity(model, path, random_inputs(tiny_schema, 8, seed=5))
+    assert worst == float("inf")
+    assert (
+        "ONNX parity of output 'cvr': 0 non-finite value(s) from PyTorch and 1 "
+        "from onnxruntime over 8 row(s)"
+    ) in caplog.text
+    assert "output 'ctr'" not in caplog.text

@@ -191,3 +191,81 @@ def test_summary_lists_failures(frame):
     assert "**FAILED**" in text
     assert "[HARD] `labels_binary`" in text
     assert "| FAIL | hard | labels_binary |" in text
+
+
+SPLIT_FILES = {"train": "/x/train.csv", "valid": "/x/valid.csv", "test": "/x/test.csv"}
+
+
+def _run_splits(frame: pd.DataFrame, chunk_rows: int = 30, **config):
+    frame = frame.copy()
+    frame["split"] = np.where(np.arange(len(frame)) % 2, "valid", "test")
+    return validate_table(
+        FrameTable(frame),
+        replace(TOY_SCHEMA, split_column="split"),
+        ValidationConfig(chunk_rows=chunk_rows, **config),
+        inputs=list(SPLIT_FILES.values()),
+        input_splits=SPLIT_FILES,
+    )
+
+
+def test_an_input_split_without_rows_fails_row_count_naming_its_file(frame):
+    report = _run_splits(frame)
+    assert report["success"] is False and report["hard_failures"] == 1
+    assert report["split_rows"] == {"test": 50, "valid": 50}
+    assert report["input_splits"] == SPLIT_FILES
+    (failed,) = failing(report)
+    expected = (
+        "expect_table_row_count_to_be_between: input file /x/train.csv "
+        "(split 'train') has 0 rows (at least 1 required)"
+    )
+    assert failed["message"] == expected
+    assert (failed["rule"], failed["split"], failed["file"]) == (
+        "row_count",
+        "train",
+        "/x/train.csv",
+    )
+    assert failed["observed_value"] == 0
+    row_counts = [c for c in report["checks"] if c["rule"] == "row_count"]
+    assert [c.get("split") for c in row_counts] == [None, "train", "valid", "test"]
+    assert row_counts[0]["success"] and row_counts[0]["observed_value"] == 100
+    assert row_counts[2]["message"] == (
+        "expect_table_row_count_to_be_between: input file /x/valid.csv "
+        "(split 'valid'): passed"
+    )
+    with pytest.raises(DataValidationError) as err:
+        raise_for_failures(report)
+    assert str(err.value) == (
+        "validation failed for source 'toy' (files /x/train.csv, /x/valid.csv, "
+        f"/x/test.csv): {expected}"
+    )
+    text = render_summary(report)
+    assert f"- [HARD] `row_count`: {expected}" in text
+    assert (
+        "| FAIL | hard | row_count | expect_table_row_count_to_be_between | "
+        "split 'train' | 0 | 0 |"
+    ) in text
+    assert "- Rows per split: test 50, valid 50" in text
+
+
+def test_split_row_count_follows_the_row_count_severity(frame, caplog):
+    with caplog.at_level(logging.WARNING):
+        report = _run_splits(frame, rules={"row_count": "soft"})
+    assert report["success"] is True and report["soft_failures"] == 1
+    assert "input file /x/train.csv (split 'train') has 0 rows" in caplog.text
+    report = _run_splits(frame, rules={"row_count": "off"})
+    assert report["success"] is True
+    assert not any(c["rule"] == "row_count" for c in report["checks"])
+
+
+def test_every_input_split_with_rows_passes(frame):
+    frame = frame.copy()
+    frame["split"] = np.array(["train", "valid", "test", "train"] * 25)
+    report = validate_table(
+        FrameTable(frame),
+        replace(TOY_SCHEMA, split_column="split"),
+        ValidationConfig(chunk_rows=7),
+        input_splits=SPLIT_FILES,
+    )
+    assert report["success"] is True
+    assert report["split_rows"] == {"train": 50, "valid": 25, "test": 25}
+    assert sum(c["rule"] == "row_count" for c in report["checks"]) == 4

@@ -174,3 +174,23 @@ def test_unknown_label_value_is_missing_not_guessed(
     frame = concat_chunks(table.iter_chunks())
     assert frame["income_50k"].isna().tolist() == [False, True, False]
     assert len(COLUMNS) == 42
+
+
+@pytest.mark.parametrize("chunk_rows", [4, 100])
+def test_unknown_income_value_names_file_line_and_value(
+    tmp_path: Path, raw_lines: list[str], chunk_rows: int
+) -> None:
+    odd = tmp_path / "census.data"
+    lines = list(raw_lines[:10])
+    assert lines[6].rstrip("\n").endswith(", - 50000.")
+    lines[6] = lines[6].rstrip("\n")[: -len("- 50000.")] + "50000+\n"
+    lines[8] = lines[8].replace("- 50000.", "?")  # still a missing value, later
+    odd.write_text("".join(lines))
+    _, table = read_source("census_income", {"path": str(odd)})
+    expected = (
+        f"census_income: {odd} line 7: unknown income value '50000+' "
+        "(expected '- 50000.' or '50000+.')"
+    )
+    with pytest.raises(SourceError) as err:
+        list(table.iter_chunks(chunk_rows=chunk_rows))
+    assert str(err.value) == expected

@@ -164,3 +164,29 @@ def test_chunked_equals_whole(shared_data: Path) -> None:
         pd.testing.assert_frame_equal(
             concat_chunks(table.iter_chunks(chunk_rows=rows)), whole
         )
+
+
+@pytest.mark.parametrize(
+    ("column", "bad", "expected"),
+    [
+        ("121", "abc", "column '121': CSV conversion error to int64: invalid value"),
+        ("D508", "x1", "column 'D508': CSV conversion error to double: invalid value"),
+    ],
+)
+def test_non_numeric_value_names_the_column_file_and_line(
+    tmp_path: Path, column: str, bad: str, expected: str
+) -> None:
+    # unknown extra columns before and after the format's columns shift the
+    # physical position pyarrow reports ("column #N") away from the included one
+    header = "row_id,note," + HEADER + ",trailer"
+    names = header.split(",")
+    rows = [",".join(["7", "free text", *_row(0, 0).split(","), "z"])] * 4
+    cells = rows[2].split(",")
+    cells[names.index(column)] = bad
+    rows[2] = ",".join(cells)
+    path = _write(tmp_path / "shifted.csv", "\n".join([header, *rows]) + "\n")
+    _, table = read_source("ali_ccp", {"path": path})
+    with pytest.raises(SourceError) as err:
+        list(table.iter_chunks(chunk_rows=2))
+    message = str(err.value)
+    assert message == (f"ali_ccp: cannot read {path} line 4: {expected} '{bad}'")

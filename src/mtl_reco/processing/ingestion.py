@@ -41,15 +41,21 @@ def open_source(
 
     Returns:
         The raw schema, the lazy table and the ``raw_schema`` artefact: the
-        schema's dictionary plus ``dataset``, ``options`` and ``inputs`` (the
-        files read, quoted by validation messages).
+        schema's dictionary plus ``dataset``, ``options``, ``inputs`` (the
+        files read, quoted by validation messages) and ``input_splits``
+        (split -> the file whose rows carry that split value, for sources
+        that read one file per split; ``{}`` otherwise).
     """
     schema, table = read_source(dataset, options)
+    files = getattr(table, "files", ())
     record = {
         **schema.to_dict(),
         "dataset": dataset,
         "options": options.to_dict() if options is not None else None,
         "inputs": input_files(options),
+        "input_splits": {
+            split: str(path) for split, path in files if split is not None
+        },
     }
     logger.info(
         "ingesting source '%s' (%s)",

@@ -10,7 +10,9 @@ rule                     expectations (Great Expectations 1.x)
 required_columns         ``expect_column_to_exist`` for every schema column
 column_types             ``expect_column_values_to_be_in_type_list`` (numeric)
                          for label and dense columns
-row_count                ``expect_table_row_count_to_be_between`` (>= 1 row)
+row_count                ``expect_table_row_count_to_be_between`` (>= 1 row),
+                         for the table and, when the source reads one file
+                         per split, for each of those splits (naming its file)
 labels_binary            ``expect_column_values_to_be_in_set`` {0, 1}
 labels_not_null          ``expect_column_values_to_not_be_null``
 purchase_implies_click   ``expect_column_pair_values_a_to_be_greater_than_b``
@@ -24,10 +26,14 @@ ids_non_negative         ``expect_column_values_to_be_between`` (>= 0) for
 Each check is ``hard`` (a failure stops the run), ``soft`` (a failure is
 logged as a warning) or ``off``. Schema checks (columns, dtypes) run on the
 first chunk; row checks run on every chunk and their counts are summed, so
-memory stays bounded by one chunk. :func:`validate_table` always returns the
-full report (also when checks fail); :func:`raise_for_failures` turns hard
-failures into a :class:`DataValidationError` whose message names the
-expectation, the column and how many rows broke it.
+memory stays bounded by one chunk. Row counts (of the table, and per split
+value when the schema has a split column) are tallied outside Great
+Expectations while streaming, so a header-only input file of a split is
+reported as that split having 0 rows, with the file named.
+:func:`validate_table` always returns the full report (also when checks
+fail); :func:`raise_for_failures` turns hard failures into a
+:class:`DataValidationError` whose message names the expectation, the column
+and how many rows broke it.
 
 Great Expectations takes seconds to import, so it is imported lazily inside
 :func:`validate_table`, never at module import.
@@ -96,7 +102,9 @@ class Check:
         column: Column checked (``None`` for table-level checks).
         kwargs: Expectation arguments besides ``column``.
         severity: ``hard`` or ``soft``.
-        scope: ``schema`` (first chunk only) or ``rows`` (every chunk).
+        scope: ``schema`` (first chunk only), ``rows`` (every chunk) or
+            ``split`` (rows of one split value, tallied outside Great
+            Expectations; ``kwargs`` then hold ``split`` and ``file``).
         failure: How a failing row is described (``outside {0, 1}``).
     """
 
@@ -310,6 +318,7 @@ def validate_table(
     config: ValidationConfig,
     *,
     inputs: Sequence[str] = (),
+    input_splits: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Validate ``table`` chunk by chunk and return the aggregated report.
 
@@ -318,12 +327,18 @@ def validate_table(
         schema: Their raw schema (``schema.source`` names the suite).
         config: Rule severities, chunk size and number of examples kept.
         inputs: Files the events were read from (named in messages).
+        input_splits: Split value -> the input file whose rows carry it
+            (the ``raw_schema`` record's ``input_splits``). When the schema
+            has a split column, the ``row_count`` rule also requires at
+            least one row of each of these splits.
 
     Returns:
         A JSON-ready report: ``success`` (no hard failure), counts of hard
-        and soft failures, ``rows``, the suite, and one entry per check
-        with its counts, examples and ``message``. Soft failures are logged
-        as warnings here; hard ones are raised by :func:`raise_for_failures`.
+        and soft failures, ``rows``, ``split_rows`` (rows per split value,
+        when the schema has a split column), the suite, and one entry per
+        check with its counts, examples and ``message``. Soft failures are
+        logged as warnings here; hard ones are raised by
+        :func:`raise_for_failures`.
     """
     import great_expectations as gx
 
@@ -338,6 +353,8 @@ def validate_table(
     rows_suite: Any = None
     rows = chunks = 0
     columns: list[str] = []
+    split_column = schema.split_column
+    split_rows: dict[str, int] | None = None
     for chunk in _chunks(table, config.chunk_rows):
         if rows_suite is None:
             columns = [str(c) for c in chunk.columns]
@@ -359,6 +376,10 @@ def validate_table(
             rows_suite = _suite(suite_name, rows_checks)
         rows += len(chunk)
         chunks += 1
+        if split_column is not None and split_column in chunk.columns:
+            split_rows = split_rows if split_rows is not None else {}
+            for value, count in chunk[split_column].value_counts().items():
+                split_rows[str(value)] = split_rows.get(str(value), 0) + int(count)
         if rows_suite.expectations and (len(chunk) or chunks == 1):
             _absorb(
                 outcomes,
@@ -373,6 +394,13 @@ def validate_table(
             outcome.observed = rows
             outcome.success = rows >= 1
             outcome.evaluated = True
+            report_checks.append(_entry(outcome, columns))
+            if split_rows is not None:
+                per_split = _split_row_counts(
+                    outcome.check, input_splits or {}, split_rows
+                )
+                report_checks += [_entry(o, columns) for o in per_split]
+            continue
         entry = _entry(outcome, columns)
         report_checks.append(entry)
     hard = [c for c in report_checks if not c["success"] and c["severity"] == "hard"]
@@ -390,9 +418,11 @@ def validate_table(
         "hard_failures": len(hard),
         "soft_failures": len(soft),
         "rows": rows,
+        "split_rows": split_rows,
         "chunks": chunks,
         "columns": columns,
         "inputs": list(inputs),
+        "input_splits": dict(input_splits or {}),
         "great_expectations_version": gx.__version__,
         "severities": severities.to_dict(),
         "checks": report_checks,
@@ -409,6 +439,28 @@ def validate_table(
         len(soft),
     )
     return report
+
+
+def _split_row_counts(
+    table_check: Check, input_splits: Mapping[str, str], split_rows: Mapping[str, int]
+) -> list[_Outcome]:
+    """One ``row_count`` outcome per input split: at least one row of it."""
+    outcomes = []
+    for split, file in input_splits.items():
+        check = Check(
+            id=f"{table_check.rule}:split={split}:{table_check.expectation}",
+            rule=table_check.rule,
+            expectation=table_check.expectation,
+            column=None,
+            kwargs={"min_value": 1, "split": split, "file": str(file)},
+            severity=table_check.severity,
+            scope="split",
+        )
+        count = int(split_rows.get(split, 0))
+        outcomes.append(
+            _Outcome(check, evaluated=True, success=count >= 1, observed=count)
+        )
+    return outcomes
 
 
 def _chunks(table: Table, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -483,6 +535,9 @@ def _entry(outcome: _Outcome, columns: Sequence[str]) -> dict[str, Any]:
         "unexpected_examples": outcome.examples,
         "error": outcome.error,
     }
+    if check.scope == "split":
+        entry["split"] = check.kwargs["split"]
+        entry["file"] = check.kwargs["file"]
     entry["message"] = _message(entry, check, columns)
     return entry
 
@@ -495,6 +550,17 @@ def _message(entry: Mapping[str, Any], check: Check, columns: Sequence[str]) -> 
         where = f"{check.expectation} on columns '{a}' and '{b}'"
     if check.column is None and not entry["columns"]:
         where = check.expectation
+    if check.scope == "split":
+        where = (
+            f"{check.expectation}: input file {check.kwargs['file']} "
+            f"(split '{check.kwargs['split']}')"
+        )
+        if entry["success"]:
+            return f"{where}: passed"
+        return (
+            f"{where} has {entry['observed_value']} rows "
+            f"(at least {check.kwargs['min_value']} required)"
+        )
     if entry["success"]:
         return f"{where}: passed"
     if entry["error"]:
@@ -568,6 +634,9 @@ def render_summary(report: Mapping[str, Any]) -> str:
         f"{report['great_expectations_version']}), {len(report['checks'])} checks",
         "",
     ]
+    if report.get("split_rows"):
+        per_split = ", ".join(f"{k} {v}" for k, v in report["split_rows"].items())
+        lines.insert(4, f"- Rows per split: {per_split}")
     failed = [c for c in report["checks"] if not c["success"]]
     if failed:
         lines += ["## Failed checks", ""]
@@ -584,6 +653,8 @@ def render_summary(report: Mapping[str, Any]) -> str:
     for c in report["checks"]:
         mark = "ok" if c["success"] else ("FAIL" if c["severity"] == "hard" else "warn")
         column = c["column"] or (" >= ".join(c["columns"]) if c["columns"] else "")
+        if c.get("split"):
+            column = f"split '{c['split']}'"
         lines.append(
             f"| {mark} | {c['severity']} | {c['rule']} | {c['expectation']} | "
             f"{column} | {c['unexpected_count']} | {c['element_count']} |"

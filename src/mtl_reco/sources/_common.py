@@ -37,6 +37,10 @@ class SourceTable(StreamTable):
         columns: Column names of the produced chunks (``None``: from the
             first chunk, when a file decides them).
         num_rows: Number of rows when known without reading (the simulator).
+        files: The input files in reading order, each as ``(split, path)``:
+            ``split`` is the value of the ``split`` column its rows get, or
+            ``None`` when the file's rows carry no split (a single file).
+            Empty when the reader does not say (the simulator, ``ali_ccp_raw``).
     """
 
     def __init__(
@@ -44,9 +48,11 @@ class SourceTable(StreamTable):
         produce: Callable[[int], Iterable[pd.DataFrame]],
         columns: Sequence[str] | None,
         num_rows: int | None = None,
+        files: Sequence[tuple[str | None, Path]] = (),
     ) -> None:
         super().__init__(produce, columns)
         self._num_rows = num_rows
+        self.files: tuple[tuple[str | None, Path], ...] = tuple(files)
 
     @property
     def num_rows(self) -> int | None:

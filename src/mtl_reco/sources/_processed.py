@@ -9,7 +9,9 @@ file each row came from.
 Files are streamed with pyarrow's CSV reader, which is strict about the field
 count: a line with too few or too many fields raises
 :class:`~mtl_reco.sources.base.SourceError` naming the file and line, and so
-does a sparse/dense value that is not a number. Nothing is cleaned: labels
+does a sparse/dense value that is not a number (the message also names the
+column by its header name, e.g. ``column '101': CSV conversion error to
+int64: invalid value 'abc'``). Nothing is cleaned: labels
 (read as text) are kept as found (``int8``, or nullable ``Int8``
 for a chunk with missing/unparseable values), sparse ids become ``int64``
 (nullable ``Int64`` likewise), dense values ``float64``. A column of the
@@ -90,7 +92,10 @@ def read_processed(
     path: str | None,
     splits: dict[str, str | None],
 ) -> tuple[RawSchema, SourceTable]:
-    """Check the files and return the schema with a lazy chunked table."""
+    """Check the files and return the schema with a lazy chunked table.
+
+    The table's ``files`` list ``(split or None, path)`` in reading order.
+    """
     files = resolve_split_paths(fmt.source, path, splits)
     schema = fmt.schema(with_split=files[0][0] is not None)
 
@@ -100,7 +105,7 @@ def read_processed(
         for split, file in files:
             yield from _iter_file(fmt, file, split, columns, chunk_rows)
 
-    return schema, SourceTable(produce, None)
+    return schema, SourceTable(produce, None, files=files)
 
 
 def _common_columns(
@@ -176,11 +181,35 @@ def _iter_batches(
 
 
 def _arrow_error(source: str, path: Path, exc: Exception) -> SourceError:
-    """Turn pyarrow's "Row #N" (a physical line number) into a located error."""
+    """Turn pyarrow's "Row #N" / "column #N" into a file, line and column name.
+
+    pyarrow's ``Row #N`` is the 1-based physical line (the header is line 1)
+    and its ``column #N`` the 0-based position of the column in the file,
+    also when ``include_columns`` reads only some of them; the header names
+    it. Without a row number (pyarrow omits it when it parses in threads)
+    only the file is named.
+    """
     message = str(exc)
     found = re.search(r"Row #(\d+)", message)
     where = f"{path} line {found.group(1)}" if found else str(path)
+    column = re.match(r"In CSV column #(\d+): (?:Row #\d+: )?", message)
+    if column:
+        index = int(column.group(1))
+        header = _header_or_none(path, source)
+        name = (
+            repr(header[index])
+            if header is not None and index < len(header)
+            else f"#{index} (0-based)"
+        )
+        message = f"column {name}: {message[column.end() :]}"
     return SourceError(f"{source}: cannot read {where}: {message}")
+
+
+def _header_or_none(path: Path, source: str) -> list[str] | None:
+    try:
+        return read_csv_header(path, source)
+    except SourceError:
+        return None
 
 
 def _convert(fmt: ProcessedFormat, raw: pd.DataFrame, where: str) -> pd.DataFrame:

@@ -7,12 +7,14 @@ read as text with ``keep_default_na=False`` so that the real category ``NA``
 of ``hispanic_origin`` stays a category; the literal ``?`` (the migration
 fields, state of previous residence, parents' countries of birth) becomes a
 missing value. A line with a field count other than 42 (or an empty field)
-raises :class:`~mtl_reco.sources.base.SourceError` naming the file and line.
+raises :class:`~mtl_reco.sources.base.SourceError` naming the file and line,
+and so does an income value other than ``"- 50000."``, ``"50000+."`` or ``?``
+(the message names the value and the accepted ones).
 
 Columns produced:
 
 * labels (``int8``; ``<NA>`` in a nullable ``Int8`` chunk when the source
-  value is ``?`` or unrecognised):
+  value is ``?``):
   ``income_50k`` = income is ``"50000+."``; ``never_married`` = marital stat
   is ``"Never married"``; with ``task_group="education_marital"`` also
   ``education_college`` = education in :data:`COLLEGE_OR_MORE`. The label
@@ -189,7 +191,10 @@ def census_schema(
 def read_census_income(
     options: CensusIncomeOptions,
 ) -> tuple[RawSchema, SourceTable]:
-    """Check the files and return the schema with a lazy chunked table."""
+    """Check the files and return the schema with a lazy chunked table.
+
+    The table's ``files`` list ``(split or None, path)`` in reading order.
+    """
     split_paths = {k: v for k, v in (options.paths or {}).items()}
     files = resolve_split_paths(SOURCE_NAME, options.path, split_paths)
     schema = census_schema(options.task_group, with_split=files[0][0] is not None)
@@ -199,7 +204,7 @@ def read_census_income(
         for split, path in files:
             yield from _iter_file(path, split, schema, chunk_rows)
 
-    return schema, SourceTable(produce, schema.columns)
+    return schema, SourceTable(produce, schema.columns, files=files)
 
 
 def _iter_file(
@@ -221,6 +226,7 @@ def _iter_file(
         quoting=3,  # csv.QUOTE_NONE: quotes are data
     ):
         _check_complete(raw, path, first_line)
+        _check_income(raw, path, first_line)
         empty = False
         yield _convert(raw, split, schema, path)
         first_line += len(raw)
@@ -239,6 +245,19 @@ def _check_complete(raw: pd.DataFrame, path: Path, first_line: int) -> None:
             f"{SOURCE_NAME}: {path} line {first_line + row}: expected "
             f"{len(COLUMNS)} fields, found fewer (or an empty field; "
             f"first missing: {COLUMNS[col]!r})"
+        )
+
+
+def _check_income(raw: pd.DataFrame, path: Path, first_line: int) -> None:
+    """An income value that is neither class nor ``?`` is an error, not a guess."""
+    income = raw["income"]
+    bad = ~income.isin([INCOME_NEGATIVE, INCOME_POSITIVE, MISSING]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SourceError(
+            f"{SOURCE_NAME}: {path} line {first_line + row}: unknown income value "
+            f"{income.iloc[row]!r} (expected {INCOME_NEGATIVE!r} or "
+            f"{INCOME_POSITIVE!r})"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mtl_reco.processing.config import EncodingConfig
-from mtl_reco.processing.encoder import FeatureEncoder, encoding_report
+from mtl_reco.processing.encoder import EncoderError, FeatureEncoder, encoding_report
 from mtl_reco.tables import Table
 
 
@@ -21,7 +21,17 @@ def fit_encoder(
 
     Returns:
         The ``feature_encoder`` artefact (:meth:`FeatureEncoder.to_dict`).
+
+    Raises:
+        EncoderError: The train split has no rows (the message names its
+            file when it is a parquet table), or a feature column is missing.
     """
+    path = getattr(train_events, "path", None)
+    if path is not None and getattr(train_events, "num_rows", None) == 0:
+        raise EncoderError(
+            f"cannot fit the feature encoder on an empty train split "
+            f"({path} has 0 rows)"
+        )
     encoder = FeatureEncoder.fit(
         train_events,
         sparse=task_spec["sparse"],

@@ -28,7 +28,9 @@ def validate_raw_events(
 
     Args:
         raw_events: The raw events.
-        raw_schema: The ``raw_schema`` record written by ingestion.
+        raw_schema: The ``raw_schema`` record written by ingestion (its
+            ``inputs`` are named in messages; its ``input_splits`` let the
+            ``row_count`` rule name a split's file that has no rows).
         validation: Rule severities and chunking.
 
     Returns:
@@ -36,7 +38,11 @@ def validate_raw_events(
     """
     schema = RawSchema.from_dict(raw_schema)
     report = validate_table(
-        raw_events, schema, validation, inputs=raw_schema.get("inputs") or ()
+        raw_events,
+        schema,
+        validation,
+        inputs=raw_schema.get("inputs") or (),
+        input_splits=raw_schema.get("input_splits") or {},
     )
     report["fingerprint"] = table_fingerprint(raw_events, report["rows"])
     return report, render_summary(report)
