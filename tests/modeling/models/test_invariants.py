@@ -16,7 +16,7 @@ from mtl_reco.modeling.models.esmm import ESMM, ESMMConfig
 from mtl_reco.modeling.models.mmoe import MMoEConfig
 from mtl_reco.modeling.models.ple import PLE, PLEConfig
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import TaskSpec
+from mtl_reco.modeling.schema import Funnel, TaskSpec
 
 from ..conftest import make_small_model, random_inputs
 
@@ -225,12 +225,14 @@ def test_aitm_auxiliary_loss_value_and_alpha_scaling(tiny_schema):
 
 
 def test_aitm_auxiliary_loss_sums_consecutive_pairs(tiny_schema):
+    # a three-step funnel: click a, an intermediate step b, conversion c
     schema = dataclasses.replace(
         tiny_schema,
         tasks=(TaskSpec("a"), TaskSpec("b"), TaskSpec("c")),
-        funnel=None,
+        funnel=Funnel("a", "c"),
     )
     model = AITM(schema, config=AITMConfig(tower_dims=[4], calibrator_alpha=1.0))
+    assert model.calibrated
     logit = torch.logit
     outputs = {
         "a": logit(torch.tensor([0.2])),
@@ -238,6 +240,34 @@ def test_aitm_auxiliary_loss_sums_consecutive_pairs(tiny_schema):
         "c": logit(torch.tensor([0.6])),  # +0.1 over b
     }
     assert float(model.auxiliary_loss(outputs)) == pytest.approx(0.4, abs=1e-6)
+
+
+def test_aitm_calibrator_is_off_when_the_tasks_are_no_funnel(tiny_schema, caplog):
+    # Census-like: two unordered tasks; the calibrator's ordering assumption fails
+    schema = dataclasses.replace(
+        tiny_schema, tasks=(TaskSpec("income"), TaskSpec("marital")), funnel=None
+    )
+    with caplog.at_level("INFO", logger="mtl_reco.modeling.models.aitm"):
+        model = AITM(schema, config=AITMConfig(tower_dims=[4], calibrator_alpha=0.6))
+    assert not model.calibrated
+    outputs = {"income": torch.tensor([-2.0, 3.0]), "marital": torch.tensor([2.0, 0.0])}
+    assert model.auxiliary_loss(outputs) is None  # would be > 0 with the calibrator
+    assert "calibrator off" in caplog.text
+    funnel = AITM(tiny_schema, config=AITMConfig(tower_dims=[4], calibrator_alpha=0.6))
+    assert funnel.calibrated
+    penalty = funnel.auxiliary_loss(
+        {"ctr": torch.tensor([0.0]), "ctcvr": torch.tensor([2.0])}
+    )
+    assert penalty is not None and float(penalty) > 0
+
+
+def test_only_esmm_requires_a_funnel():
+    from mtl_reco.modeling.models.registry import available_models, get_model_class
+
+    needs = {
+        name for name in available_models() if get_model_class(name).requires_funnel
+    }
+    assert needs == {"esmm"}
 
 
 def test_aitm_calibrator_gradient_pushes_funnel_order(tiny_schema):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from mtl_reco.modeling.layers import (
 from mtl_reco.modeling.models.base import ModelContractError, MultiTaskModel
 from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class AITMConfig(ModelConfig):
@@ -32,7 +35,10 @@ class AITMConfig(ModelConfig):
         head_dims: Hidden widths of each output MLP on top of the fused
             representation (may be empty: a linear head).
         calibrator_alpha: Weight of the behavioural expectation calibrator
-            (0 disables it).
+            (0 disables it). The calibrator assumes each task is a later step
+            of a click -> conversion funnel than the one before it, so it is
+            only applied when the feature schema declares that funnel; on
+            unordered tasks (Census income and marital status) it is off.
     """
 
     tower_dims: list[int] = field(default_factory=lambda: [256, 128])
@@ -101,7 +107,8 @@ class AITM(MultiTaskModel):
     representation (:class:`InformationTransfer`); an output MLP turns each
     fused representation into a logit. The behavioural expectation
     calibrator ``alpha * sum_t mean(max(p_t - p_{t-1}, 0))`` is the model's
-    :meth:`auxiliary_loss`.
+    :meth:`auxiliary_loss`; it is on only when the schema declares a click ->
+    conversion funnel among the tasks (:attr:`calibrated`).
 
     Args:
         schema: Feature schema of the encoded data.
@@ -146,6 +153,15 @@ class AITM(MultiTaskModel):
                 f"(got {names})"
             )
         cfg = self.config
+        self.calibrated = cfg.calibrator_alpha > 0 and funnel is not None
+        """Whether the calibrator is applied (``alpha > 0`` and a funnel)."""
+        if cfg.calibrator_alpha > 0 and funnel is None:
+            logger.info(
+                "AITM: calibrator off (calibrator_alpha %g ignored): the tasks %s "
+                "do not form a click -> conversion funnel",
+                cfg.calibrator_alpha,
+                names,
+            )
         self.embedding = FeatureEmbedding(self.schema, cfg.embedding_dim)
         in_dim = self.embedding.output_dim
         self.towers = nn.ModuleList(
@@ -175,11 +191,11 @@ class AITM(MultiTaskModel):
         """Calibrator ``alpha * sum_t mean(max(p_t - p_{t-1}, 0))``, ``p = sigmoid``.
 
         Penalises a later funnel step predicted likelier than the step before
-        it. ``None`` when ``calibrator_alpha`` is 0.
+        it. ``None`` when ``calibrator_alpha`` is 0 or the tasks are no funnel.
         """
-        alpha = self.config.calibrator_alpha
-        if alpha == 0:
+        if not self.calibrated:
             return None
+        alpha = self.config.calibrator_alpha
         probs = [torch.sigmoid(outputs[name]) for name in self.task_names]
         gaps = [torch.relu(cur - prev).mean() for prev, cur in pairwise(probs)]
         return alpha * torch.stack(gaps).sum()

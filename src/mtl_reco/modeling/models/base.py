@@ -43,7 +43,9 @@ class MultiTaskModel(nn.Module):
         tasks: Tasks to predict, in order (``None``: every task of the schema).
         config: The architecture's typed hyperparameters.
 
-    Subclasses set ``name``, ``config_cls`` and ``supports_regression`` and
+    Subclasses set ``name``, ``config_cls``, ``supports_regression`` and
+    ``requires_funnel`` (the model only makes sense on a click -> conversion
+    funnel, so pipelines can leave it out on other data before training) and
     implement :meth:`forward`, :meth:`shared_parameters`,
     :meth:`last_shared_layer` and :meth:`task_parameters`.
     """
@@ -51,6 +53,7 @@ class MultiTaskModel(nn.Module):
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
     supports_regression: ClassVar[bool] = True
+    requires_funnel: ClassVar[bool] = False
 
     def __init__(
         self,

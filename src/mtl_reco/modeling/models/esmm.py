@@ -80,6 +80,7 @@ class ESMM(MultiTaskModel):
     config_cls = ESMMConfig
     config: ESMMConfig
     supports_regression = False
+    requires_funnel = True
 
     def __init__(
         self,
