@@ -12,6 +12,12 @@ experiment, model, loss weighting, dataset, Kedro pipeline and session. It logs
 * the ONNX model, its parity report, the plots and the data-validation report
   as artefacts.
 
+A run whose process was killed (SIGKILL, power loss) cannot close its MLflow
+runs; the next run over the same data folder on the same host closes them as
+``KILLED`` (it holds the folder's lock, so no live run owns them). A run
+interrupted by SIGTERM/Ctrl-C ends its MLflow runs ``KILLED``, a failing one
+``FAILED``.
+
 The store is set by ``tracking.tracking_uri`` (default
 ``sqlite:///mlflow.db`` inside the project; ``MLFLOW_TRACKING_URI`` overrides
 it for a shared server). ``tracking.enabled: false`` turns the hook off. MLflow
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +38,8 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
+
+from mtl_reco.typed_config import flatten, plain
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +52,8 @@ ONNX_PARITY = "onnx_parity"
 # Data-side artefacts attached to every experiment run.
 DATA_REPORTS = ("validation_report", "label_report", "split_report", "feature_schema")
 TRAIN_TAG = "training"
-
-
-def _plain(value: Any) -> Any:
-    """Typed parameter objects (``StrictConfig``) as plain dictionaries."""
-    if hasattr(value, "to_dict") and not isinstance(value, Mapping):
-        return value.to_dict()
-    return value
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings/dataclass configs into ``a.b.c`` keys."""
-    value = _plain(value)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
+DATA_DIR_TAG = "mtl_reco.data_dir"
+HOST_TAG = "mtl_reco.host"
 
 
 def _finite_metrics(flat: Mapping[str, Any]) -> dict[str, float]:
@@ -81,15 +74,19 @@ class MlflowTrackingHook:
         self._client: Any = None
         self._runs: dict[str, str] = {}  # experiment namespace -> run id
         self._data_artefacts: dict[str, Any] = {}
+        self._data_dir = ""
 
     # -- lifecycle --------------------------------------------------------------
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         """Read the tracking settings and the resolved parameters."""
         self._project_path = Path(context.project_path)
+        from mtl_reco.guard import data_folder
+
         params = context.params
         self._settings = dict(params.get("tracking") or {})
         self._params = params
+        self._data_dir = str(data_folder(context))
 
     @property
     def enabled(self) -> bool:
@@ -106,7 +103,8 @@ class MlflowTrackingHook:
             return
         client = self._mlflow_client()
         experiment_id = self._experiment_id(client)
-        pipeline_name = run_params.get("pipeline_name") or "__default__"
+        self._close_dead_runs(client, experiment_id)
+        pipeline_name = ",".join(run_params.get("pipeline_names") or ["__default__"])
         for exp in experiments:
             block = self._params.get(exp) or {}
             flat = flatten(block, f"{exp}.")
@@ -118,7 +116,10 @@ class MlflowTrackingHook:
                 "weighting": str(weighting),
                 "dataset": str(self._params.get("dataset", "")),
                 "kedro.pipeline": str(pipeline_name),
-                "kedro.session_id": str(run_params.get("session_id", "")),
+                "kedro.session_id": str(run_params.get("run_id", "")),
+                "kedro.env": str(run_params.get("env") or ""),
+                DATA_DIR_TAG: self._data_dir,
+                HOST_TAG: socket.gethostname(),
                 "mlflow.runName": exp,
             }
             run = client.create_run(experiment_id, tags=tags, run_name=exp)
@@ -169,13 +170,41 @@ class MlflowTrackingHook:
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        """Mark open runs as failed."""
+        """Mark open runs ``FAILED`` (``KILLED`` when SIGTERM/SIGINT stopped them)."""
+        from mtl_reco.guard import RunInterrupted
+
         if not self._runs:
             return
+        status = "KILLED" if isinstance(error, RunInterrupted) else "FAILED"
         client = self._mlflow_client()
         for run_id in self._runs.values():
-            client.set_terminated(run_id, "FAILED")
+            client.set_terminated(run_id, status)
         self._runs = {}
+
+    def _close_dead_runs(self, client: Any, experiment_id: str) -> None:
+        """Close as ``KILLED`` the runs a dead process left ``RUNNING`` here.
+
+        Called after the run guard took the data folder's lock: a run still
+        ``RUNNING`` for this folder on this host has no live owner.
+        """
+        query = (
+            "attributes.status = 'RUNNING' "
+            f"and tags.`{DATA_DIR_TAG}` = '{self._data_dir}' "
+            f"and tags.`{HOST_TAG}` = '{socket.gethostname()}'"
+        )
+        try:
+            dead = client.search_runs([experiment_id], filter_string=query)
+        except Exception:  # a tracking problem must not stop the run
+            logger.exception("MLflow: could not look for runs left RUNNING")
+            return
+        for run in dead:
+            client.set_terminated(run.info.run_id, "KILLED")
+            logger.warning(
+                "MLflow: run %s (%s) was left RUNNING by a process that is gone; "
+                "marked KILLED",
+                run.info.run_id,
+                run.info.run_name,
+            )
 
     # -- helpers ----------------------------------------------------------------
     def _tracking_uri(self) -> str:
@@ -213,7 +242,7 @@ class MlflowTrackingHook:
             if key in self._params:
                 flat.update(flatten(self._params[key], f"{key}."))
         dataset = self._params.get("dataset")
-        sources = _plain(self._params.get("sources") or {})
+        sources = plain(self._params.get("sources") or {})
         if isinstance(sources, Mapping) and dataset in sources:
             flat.update(flatten(sources[dataset], f"sources.{dataset}."))
         params = [Param(k[:250], str(v)[:6000]) for k, v in sorted(flat.items())]

@@ -1,28 +1,40 @@
 """Project pipelines.
 
-* ``data_processing``, ``compare`` and ``score`` are folders under
+* ``data_processing``, ``compare``, ``score`` and ``prune`` are folders under
   ``mtl_reco.pipelines`` and are found by ``find_pipelines``;
 * ``train_<experiment>`` (one per entry of
   :data:`mtl_reco.experiment.EXPERIMENTS`) = data processing + that
   experiment's train -> evaluate -> export template;
-* ``__default__`` = data processing + every experiment + compare.
+* ``__default__`` = data processing + every experiment that can train on the
+  configured dataset + compare. An experiment whose model needs something the
+  data lacks (ESMM needs a click -> conversion funnel; Census has none) is
+  left out with one warning line; ``train_<experiment>`` for it still exists
+  and fails before its first node with the reason.
 
 ``kedro run --pipeline=train_mmoe`` makes Kedro ask ``find_pipelines`` for a
 folder called ``train_mmoe`` only; there is none (experiments come from a
 list, not from folders), so the data-processing pipeline is imported
 directly here and the experiment pipelines are always built from the list.
+
+Which experiments apply depends on the run's parameters (dataset, labels):
+:class:`mtl_reco.guard.RunGuardHook` records them when the session's context
+is created, before Kedro first asks for the pipelines.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from mtl_reco import preflight
 from mtl_reco.experiment import EXPERIMENTS
 from mtl_reco.experiment.pipeline import create_experiment_pipeline
 from mtl_reco.pipelines import data_processing
+
+logger = logging.getLogger(__name__)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -36,11 +48,18 @@ def register_pipelines() -> dict[str, Pipeline]:
     experiments = {exp: create_experiment_pipeline(exp) for exp in EXPERIMENTS}
     for exp, pipe in experiments.items():
         pipelines[f"train_{exp}"] = data + pipe
-    if "compare" not in pipelines:
-        from mtl_reco.pipelines import compare
-
-        pipelines["compare"] = compare.create_pipeline()
+    for name in ("compare", "prune"):
+        if name not in pipelines:
+            module = __import__(f"mtl_reco.pipelines.{name}", fromlist=["_"])
+            pipelines[name] = module.create_pipeline()
+    applicable, left_out = preflight.applicable_experiments(
+        EXPERIMENTS, preflight.active_parameters()
+    )
+    for exp, reason in left_out.items():
+        logger.warning("__default__ leaves out experiment '%s': %s", exp, reason)
     pipelines["__default__"] = (
-        data + sum(experiments.values(), Pipeline([])) + pipelines["compare"]
+        data
+        + sum((experiments[e] for e in applicable), Pipeline([]))
+        + pipelines["compare"]
     )
     return pipelines

@@ -5,6 +5,9 @@
 * Configuration lives in ``conf/``: ``base`` (committed defaults), ``local``
   (git-ignored, machine-specific) and ``test`` (tiny, fast settings used by
   the test suite: ``kedro run --env test``).
+* :class:`~mtl_reco.guard.RunGuardHook` makes every run safe to leave alone:
+  checks before the first node, one run at a time per data folder, outputs
+  that become current only when the run succeeds (see :mod:`mtl_reco.guard`).
 * MLflow tracking is done by the project's own hook (one run per
   experiment, see :mod:`mtl_reco.hooks`). kedro-mlflow is not a dependency
   (it would put a whole ``kedro run`` into one MLflow run and import MLflow at
@@ -15,9 +18,12 @@
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
+from mtl_reco.guard import RunGuardHook
 from mtl_reco.hooks import MlflowTrackingHook
 
-HOOKS = (MlflowTrackingHook(),)
+# The guard's hooks are marked tryfirst: its checks and lock come before the
+# MLflow runs are opened, and its promotion before they are closed.
+HOOKS = (MlflowTrackingHook(), RunGuardHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

@@ -87,6 +87,28 @@ class StrictConfig(metaclass=_StrictMeta):
         return _to_plain(self)  # type: ignore[no-any-return]
 
 
+def plain(value: Any) -> Any:
+    """A typed configuration (anything with ``to_dict``) as a plain dictionary."""
+    if hasattr(value, "to_dict") and not isinstance(value, Mapping):
+        return value.to_dict()
+    return value
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings and typed configs into ``a.b.c`` keys.
+
+    >>> flatten({"optimizer": {"lr": 0.01}, "epochs": 3}, "trainer.")
+    {'trainer.optimizer.lr': 0.01, 'trainer.epochs': 3}
+    """
+    value = plain(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
 def _hints(cls: type) -> dict[str, Any]:
     cache = StrictConfig._type_hints_cache
     if cls not in cache:

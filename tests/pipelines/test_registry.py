@@ -19,7 +19,7 @@ def pipelines():
 
 
 def test_registered_names(pipelines):
-    expected = {"__default__", "data_processing", "compare", "score"}
+    expected = {"__default__", "data_processing", "compare", "score", "prune"}
     expected |= {f"train_{exp}" for exp in EXPERIMENTS}
     assert set(pipelines) == expected
     assert set(EXPERIMENTS) == {"shared_bottom", "esmm", "mmoe", "ple", "aitm"}

@@ -43,6 +43,11 @@ class JSONFileDataset(LocalVersionedFile):
         self._missing_ok = missing_ok
         self._indent = indent
 
+    @property
+    def missing_ok(self) -> bool:
+        """Whether loading a file that was never written gives ``None``."""
+        return self._missing_ok
+
     def load(self) -> Any:
         """Parse the (latest version of the) file, or ``None`` if allowed and absent."""
         if self._missing_ok and not self._exists():

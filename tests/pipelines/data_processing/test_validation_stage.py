@@ -1,8 +1,9 @@
 """The validation stage inside a real Kedro run on bad Ali-CCP files.
 
 Each bad file stops `data_processing` with a message naming the expectation,
-the column and the number of broken rows; the validation report is still
-written; artefacts of the previous (good) run further down are untouched.
+the column and the number of broken rows; the failed run's validation report
+is kept under data/failed_runs/; every current artefact (the previous good
+run's report included) is untouched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtl_reco.processing.encoder import EncoderError
 from mtl_reco.processing.validation import DataValidationError
 
 from .conftest import ali_ccp_frame, copy_project, run_session
@@ -133,13 +135,14 @@ def test_bad_file_stops_the_run_with_a_clear_error(project, case):
     message = str(err.value)
     assert message.startswith(f"validation failed for source 'ali_ccp' (file {csv}): ")
     assert expected in message
-    # the report of the failed run is written ...
-    report = json.loads((project / REPORT).read_text())
+    # the report of the failed run is kept for inspection ...
+    report = json.loads(written_by_failed_run(project, REPORT).read_text())
     assert report["success"] is False and report["hard_failures"] >= 1
     assert report["inputs"] == [str(csv)]
     assert any(expected in c["message"] for c in report["checks"])
-    assert "**FAILED**" in (project / SUMMARY).read_text()
-    # ... and nothing further down was touched
+    assert "**FAILED**" in written_by_failed_run(project, SUMMARY).read_text()
+    # ... and nothing current changed: the good run's report and artefacts stay
+    assert json.loads((project / REPORT).read_text()) == old_report
     assert snapshot(project) == before
 
 
@@ -179,3 +182,69 @@ def test_misspelt_parameter_fails_before_any_node_runs(project, runtime_params, 
     with pytest.raises(Exception, match=hint):
         run_session(project, runtime_params)
     assert raw.stat().st_mtime_ns == mtime
+
+
+def written_by_failed_run(project: Path, rel: str) -> Path:
+    """Where the latest failed run left ``rel`` (it never becomes current).
+
+    The run guard stages every output; a failed run's files are moved to
+    ``data/failed_runs/<run id>/outputs/`` instead of into place.
+    """
+    kept = sorted((project / "data" / "failed_runs").glob("*/outputs"))
+    assert kept, "the failed run left no outputs under data/failed_runs"
+    return kept[-1] / rel.removeprefix("data/")
+
+
+def test_header_only_train_file_fails_validation_naming_it(project):
+    raw = project / "data" / "01_raw"
+    frame = ali_ccp_frame(100)
+    files = {split: raw / f"{split}_split.csv" for split in ("train", "valid", "test")}
+    frame.iloc[:0].to_csv(files["train"], index=False)  # header, no rows
+    frame.iloc[:60].to_csv(files["valid"], index=False)
+    frame.iloc[60:].to_csv(files["test"], index=False)
+    before = snapshot(project)
+    runtime = {
+        "dataset": "ali_ccp",
+        "sources": {"ali_ccp": {"path": None, **{k: str(v) for k, v in files.items()}}},
+    }
+
+    with pytest.raises(DataValidationError) as err:
+        run_session(project, runtime)
+
+    expected = (
+        f"expect_table_row_count_to_be_between: input file {files['train']} "
+        "(split 'train') has 0 rows (at least 1 required)"
+    )
+    message = str(err.value)
+    assert message.startswith("validation failed for source 'ali_ccp' (files ")
+    assert message.endswith(f": {expected}")  # the only failure
+    report = json.loads(written_by_failed_run(project, REPORT).read_text())
+    assert report["split_rows"] == {"valid": 60, "test": 40}
+    assert report["input_splits"] == {k: str(v) for k, v in files.items()}
+    assert [c["message"] for c in report["checks"] if not c["success"]] == [expected]
+    summary = written_by_failed_run(project, SUMMARY).read_text()
+    assert f"- [HARD] `row_count`: {expected}" in summary
+    raw_schema = written_by_failed_run(project, "data/02_intermediate/raw_schema.json")
+    assert json.loads(raw_schema.read_text())["input_splits"] == report["input_splits"]
+    assert snapshot(project) == before
+
+
+def test_header_only_train_file_with_soft_row_count_fails_in_fit_encoder(project):
+    raw = project / "data" / "01_raw"
+    frame = ali_ccp_frame(100)
+    files = {split: raw / f"{split}_split.csv" for split in ("train", "valid", "test")}
+    frame.iloc[:0].to_csv(files["train"], index=False)
+    frame.iloc[:60].to_csv(files["valid"], index=False)
+    frame.iloc[60:].to_csv(files["test"], index=False)
+    runtime = {
+        "dataset": "ali_ccp",
+        "sources": {"ali_ccp": {"path": None, **{k: str(v) for k, v in files.items()}}},
+        "validation": {"rules": {"row_count": "soft"}},
+    }
+    # a soft row count only warns; the empty train split then stops the run
+    # in fit_encoder, whose message names the parquet file of the train split
+    with pytest.raises(
+        EncoderError,
+        match=r"empty train split \(\S+/03_primary/train\.parquet has 0 rows\)$",
+    ):
+        run_session(project, runtime)

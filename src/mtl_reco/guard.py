@@ -1,0 +1,372 @@
+"""The run guard: what makes an unattended ``kedro run`` safe to leave alone.
+
+:class:`RunGuardHook` wraps every pipeline run:
+
+1. **Checks first** (:func:`mtl_reco.preflight.check_run`): parameter block
+   names, dataset, device, experiment requirements, inputs that must exist.
+   Nothing has been locked or written when one fails.
+2. **One run at a time per data folder**: an exclusive lock on
+   ``<data_dir>/.run.lock`` (:class:`mtl_reco.runs.FileLock`), released when
+   the run ends however it ends; a second run fails at once naming the
+   holder (pid, host, start time, command). A lock left by a process that
+   died is taken over with a warning, and what that run left behind is
+   finished (:meth:`mtl_reco.runs.RunStore.recover`).
+3. **Outputs become current only when the run succeeds**: every catalog
+   entry the pipeline writes inside the data folder is replaced, for this
+   run, by a :class:`~mtl_reco.datasets.staged.StagedDataset` that saves into
+   ``<data_dir>/.staging/<run_id>/`` and reads from there (else from the
+   current artefact). After the last node the staged files are moved into
+   place; after a failure, SIGTERM or Ctrl-C they are moved to
+   ``<data_dir>/failed_runs/<run_id>/`` instead and nothing a later run loads
+   has changed. Every run is one line of ``<data_dir>/run_history.jsonl``.
+4. **Pruning**: after each successful run, versions beyond
+   ``runs.keep_versions`` per versioned artefact and failed runs beyond
+   ``runs.keep_failed`` are deleted (``kedro run --pipeline=prune`` does it
+   on demand).
+
+The data folder is ``data_dir`` from ``conf/<env>/globals.yml`` (default
+``data``), the folder every catalog path is written under. Catalog entries
+outside it (another disk, ``s3://``) are written in place, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractDataset
+from kedro.pipeline import Pipeline
+
+from mtl_reco import preflight
+from mtl_reco.datasets.staged import StagedDataset
+from mtl_reco.runs import FileLock, Holder, RunStore
+from mtl_reco.runs.config import RunsConfig
+
+logger = logging.getLogger(__name__)
+
+_PATH_KEYS = ("filepath", "path")
+_RUNNER_LOGGERS = (
+    "kedro.runner.runner",
+    "kedro.runner.sequential_runner",
+    "kedro.runner.thread_runner",
+    "kedro.runner.parallel_runner",
+)
+
+
+class RunInterrupted(Exception):  # noqa: N818 - reads as what happened
+    """The run received SIGTERM or SIGINT (raised inside the run so it unwinds)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"run interrupted by {signal.Signals(signum).name}")
+
+
+def data_folder(context: Any) -> Path:
+    """The session's data folder: ``data_dir`` of ``globals.yml``, absolute."""
+    try:
+        data_dir = context.config_loader["globals"].get("data_dir", "data")
+    except Exception:  # no globals file: the default folder
+        data_dir = "data"
+    path = Path(str(data_dir))
+    return path if path.is_absolute() else Path(context.project_path) / path
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line (its type when the message is empty)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+class _DropResumeHint(logging.Filter):
+    """Kedro's "--from-nodes" advice after a failure does not hold here.
+
+    It names nodes whose inputs the failed run wrote; those were never made
+    current, so resuming from them would read the last successful run's
+    artefacts instead. The guard logs what to do instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "nodes that have not run" in message
+            or "Repeat the previous command" in message
+        )
+
+
+class _Quiet(logging.Filter):
+    """Hide the catalog's "Replacing dataset" warning while the guard swaps entries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Replacing dataset")
+
+
+@contextmanager
+def _quiet_catalog() -> Iterator[None]:
+    target = logging.getLogger("kedro.io.data_catalog")
+    quiet = _Quiet()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
+
+
+class RunGuardHook:
+    """Checks, lock, staging and promotion around every pipeline run."""
+
+    def __init__(self) -> None:
+        self._project = Path.cwd()
+        self._params: dict[str, Any] = {}
+        self._data_dir = Path("data")
+        self._store: RunStore | None = None
+        self._lock: FileLock | None = None
+        self._run_id: str | None = None
+        self._staged: dict[str, tuple[dict[str, Any], str | None]] = {}
+        self._signals: dict[int, Any] = {}
+        self._hint_filter = _DropResumeHint()
+
+    # -- hooks ------------------------------------------------------------------------
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Read the raw parameters and the data folder of the session."""
+        self._project = Path(context.project_path)
+        params = dict(context.config_loader["parameters"])
+        self._params = params
+        if preflight.remember_parameters(params):
+            _reset_registered_pipelines()
+        self._data_dir = data_folder(context)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
+        """Check, lock, recover what dead runs left, stage this run's outputs."""
+        from kedro.framework.project import pipelines as registered
+
+        for note in preflight.check_run(
+            self._params, pipeline, catalog, dict(registered)
+        ):
+            logger.info("%s", note)
+        store = RunStore(self._data_dir)
+        lock = store.lock()
+        stale = lock.acquire()
+        self._store, self._lock = store, lock
+        try:
+            if stale is not None:
+                logger.warning(
+                    "took over the lock of %s from %s: that process is gone",
+                    store.data_dir,
+                    stale.describe(),
+                )
+            for record in store.recover():
+                _log_recovered(record)
+            self._run_id = str(run_params["run_id"])
+            outside = self._stage(pipeline, catalog, store, self._run_id, run_params)
+            if outside:
+                logger.warning(
+                    "written in place, outside the data folder %s (not staged): %s",
+                    store.data_dir,
+                    ", ".join(outside),
+                )
+            self._install_signal_handlers()
+            for name in _RUNNER_LOGGERS:
+                logging.getLogger(name).addFilter(self._hint_filter)
+        except BaseException:
+            self._finish()
+            raise
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        """Make the run's outputs current, prune, release the lock."""
+        store, run_id = self._store, self._run_id
+        if store is None or run_id is None:
+            return
+        try:
+            with _signals_ignored():
+                moved = store.promote(run_id)
+                self._restore(catalog, run_params)
+            runs = RunsConfig.from_dict(self._params.get("runs"))
+            pruned = store.prune(runs.keep_versions, runs.keep_failed)
+            logger.info(
+                "run %s succeeded: %d file(s) now current in %s%s",
+                run_id,
+                len(moved),
+                store.data_dir,
+                _pruned_text(pruned),
+            )
+        finally:
+            self._finish()
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(self, error: Exception, catalog: Any) -> None:
+        """Keep the failed run's outputs aside; nothing current has changed."""
+        store, run_id = self._store, self._run_id
+        if store is None or run_id is None:
+            return
+        try:
+            status = "interrupted" if isinstance(error, RunInterrupted) else "failed"
+            with _signals_ignored():
+                kept = store.fail(run_id, status, one_line(error))
+            logger.error(
+                "run %s %s: nothing it wrote became current (the last successful "
+                "run's artefacts are still the ones loaded); its outputs are kept "
+                "in %s. Fix the cause and repeat the same command (training "
+                "resumes from its checkpoint when nothing else changed).",
+                run_id,
+                status,
+                kept,
+            )
+        except Exception:  # never hide the run's own error
+            logger.exception("could not move the failed run's outputs aside")
+        finally:
+            self._finish()
+
+    # -- staging ----------------------------------------------------------------------
+    def _stage(
+        self,
+        pipeline: Pipeline,
+        catalog: Any,
+        store: RunStore,
+        run_id: str,
+        run_params: Mapping[str, Any],
+    ) -> list[str]:
+        """Point every output inside the data folder at the run's staging folder."""
+        load_versions = run_params.get("load_versions") or {}
+        outside: list[str] = []
+        staged: dict[str, str] = {}
+        plans = []
+        for name in sorted(pipeline.all_outputs()):
+            config = catalog.config_resolver.resolve_pattern(name)
+            key = next((k for k in _PATH_KEYS if isinstance(config.get(k), str)), None)
+            if key is None:
+                continue  # in-memory
+            target = str(config[key])
+            if "://" in target and not target.startswith("file://"):
+                outside.append(name)
+                continue
+            target = target.removeprefix("file://")
+            if not store.holds(target):
+                outside.append(name)
+                continue
+            plans.append((name, dict(config), key, target))
+        store.begin(
+            run_id,
+            {
+                "pipelines": run_params.get("pipeline_names") or ["__default__"],
+                "env": run_params.get("env"),
+                "command": Holder.current().command,
+                "outputs": [name for name, *_ in plans],
+                "runtime_params": run_params.get("runtime_params") or {},
+            },
+        )
+        with _quiet_catalog():
+            for name, config, key, target in plans:
+                current = catalog.get(name)
+                staged_config = {
+                    **config,
+                    key: store.staged_path(run_id, target).as_posix(),
+                }
+                version = load_versions.get(name)
+                staged_dataset = AbstractDataset.from_config(
+                    name, staged_config, version, run_id
+                )
+                catalog[name] = StagedDataset(staged_dataset, current)
+                self._staged[name] = (config, version)
+                staged[name] = staged_config[key]
+        logger.info(
+            "run %s: %d output(s) staged in %s until the run succeeds",
+            run_id,
+            len(staged),
+            store.run_dir(run_id),
+        )
+        return outside
+
+    def _restore(self, catalog: Any, run_params: Mapping[str, Any]) -> None:
+        """Put fresh, unstaged entries back: they load what was just promoted."""
+        with _quiet_catalog():
+            for name, (config, version) in self._staged.items():
+                catalog[name] = AbstractDataset.from_config(
+                    name, config, version, str(run_params["run_id"])
+                )
+
+    # -- signals and clean-up ---------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def interrupt(signum: int, _frame: Any) -> None:
+            raise RunInterrupted(signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._signals[signum] = signal.signal(signum, interrupt)
+
+    def _finish(self) -> None:
+        for signum, handler in self._signals.items():
+            signal.signal(signum, handler)
+        self._signals = {}
+        for name in _RUNNER_LOGGERS:
+            logging.getLogger(name).removeFilter(self._hint_filter)
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = None
+        self._store = None
+        self._run_id = None
+        self._staged = {}
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Let a promotion or a clean-up finish even if SIGTERM/SIGINT arrives."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _log_recovered(record: Mapping[str, Any]) -> None:
+    if record.get("status") == "succeeded":
+        logger.warning(
+            "run %s had succeeded but was stopped while making its outputs "
+            "current; finished that now",
+            record.get("run_id"),
+        )
+    else:
+        logger.warning(
+            "run %s (%s) did not finish: its process is gone; nothing it wrote "
+            "became current, its outputs are kept in %s",
+            record.get("run_id"),
+            record.get("command", "?"),
+            record.get("kept_in"),
+        )
+
+
+def _pruned_text(pruned: Mapping[str, Any]) -> str:
+    versions = len(pruned.get("versions_removed") or ())
+    failed = len(pruned.get("failed_runs_removed") or ())
+    if not versions and not failed:
+        return ""
+    return (
+        f"; pruned {versions} old version(s) and {failed} old failed run(s) "
+        f"({pruned.get('bytes_freed', 0) / 1e6:.1f} MB)"
+    )
+
+
+def _reset_registered_pipelines() -> None:
+    """Rebuild the registered pipelines on next access (new parameters)."""
+    from kedro.framework import project
+
+    if project.PACKAGE_NAME:
+        project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")
