@@ -8,10 +8,8 @@ experiment; the namespace decides which parameter block and which
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,11 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from mtl_reco.experiment.checkpoints import CheckpointFolder, resume_key
 from mtl_reco.experiment.config import EvaluationConfig, ExportConfig
 from mtl_reco.modeling.config import ModelSpec, TrainerConfig, WeightingSpec
 from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.device import resolve_device
 from mtl_reco.modeling.export import OnnxPredictor, check_parity, export_onnx
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import build_model, model_from_spec
@@ -78,14 +78,6 @@ def rebuild_model(
     return model.eval()
 
 
-def _run_key(schema: FeatureSchema, model: ModelSpec, weighting: WeightingSpec) -> str:
-    payload = json.dumps(
-        [schema.to_dict(), model.to_dict(), weighting.to_dict()], sort_keys=True
-    )
-    digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
-    return f"{model.name}-{weighting.name}-{digest}"
-
-
 def train_model(
     encoded_train: Table,
     encoded_valid: Table,
@@ -93,14 +85,30 @@ def train_model(
     model: ModelSpec,
     weighting: WeightingSpec,
     trainer: TrainerConfig,
+    *,
+    experiment: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Build the experiment's model and loss weighting and train it.
 
     Early stopping watches the validation split (never the test split). With
     ``trainer.checkpoint_dir`` set, a checkpoint per epoch lets an interrupted
-    run resume; it lives in a sub-folder keyed by the data schema, model and
-    weighting configuration, and is removed once training completes, so the
-    next scheduled run starts fresh.
+    run resume (:mod:`mtl_reco.experiment.checkpoints`): from the folder
+    ``<checkpoint_dir>/<experiment>``, and only when the trainer, model and
+    weighting settings, the feature schema and the content of the encoded
+    train/valid splits are exactly those the checkpoint was made with
+    (otherwise the differing keys are logged and training starts fresh). The
+    folder is removed once training completes, so the next scheduled run
+    starts fresh.
+
+    Args:
+        encoded_train: Encoded train split.
+        encoded_valid: Encoded validation split.
+        feature_schema: The ``feature_schema`` artefact.
+        model: Architecture and hyperparameters.
+        weighting: Loss-weighting strategy.
+        trainer: Training settings.
+        experiment: The experiment's name (names its checkpoint folder;
+            bound by the experiment pipeline).
 
     Returns:
         ``model_state`` (state_dict), ``model_spec`` (JSON that rebuilds the
@@ -122,17 +130,38 @@ def train_model(
         list(net.task_names),
     )
     config = trainer
-    checkpoint_dir = None
+    folder = None
     if trainer.checkpoint_dir:
-        checkpoint_dir = Path(trainer.checkpoint_dir) / _run_key(
-            schema, model, weighting
+        settings = resume_key(
+            trainer.to_dict(),
+            model=model.to_dict(),
+            weighting=weighting.to_dict(),
+            feature_schema=schema.to_dict(),
+            data={
+                "train": train_table.fingerprint(),
+                "valid": valid_table.fingerprint(),
+            },
+            device=str(resolve_device(trainer.device)),
+            torch=torch.__version__,
         )
+        folder = CheckpointFolder(
+            Path(trainer.checkpoint_dir),
+            experiment or f"{model.name}-{weighting.name}",
+            settings,
+            trainer.resume,
+        )
+        where, resumable = folder.open()
         config = TrainerConfig.from_dict(
-            {**trainer.to_dict(), "checkpoint_dir": str(checkpoint_dir)}
+            {**trainer.to_dict(), "checkpoint_dir": str(where), "resume": resumable}
         )
-    result = train(net, train_table, valid_table, strategy, config)
-    if checkpoint_dir is not None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    try:
+        result = train(net, train_table, valid_table, strategy, config)
+    except BaseException:
+        if folder is not None:
+            folder.close(completed=False)
+        raise
+    if folder is not None:
+        folder.close(completed=True)
     spec = {
         **net.spec(),
         "weighting": weighting.to_dict(),
@@ -248,7 +277,9 @@ def export_model(
             if size <= max(len(table), 1)
         }
         onnx_bytes = path.read_bytes()
-    worst = max([overall, *per_batch.values()])
+    values = [overall, *per_batch.values()]
+    # check_parity gives inf for non-finite scores; never let NaN compare as "small"
+    worst = math.inf if any(math.isnan(v) for v in values) else max(values)
     report = {
         "max_abs_diff": worst,
         "max_abs_diff_by_batch_size": per_batch,
@@ -260,7 +291,7 @@ def export_model(
         "inputs": description.get("name_map"),
         "outputs": [o["output"] for o in description.get("outputs", [])],
     }
-    if worst > export.tolerance:
+    if not worst <= export.tolerance:
         raise ParityError(
             f"ONNX export of {model_spec['model']} differs from PyTorch by {worst:.3g} "
             f"(> tolerance {export.tolerance:g}) on {len(table)} test rows"

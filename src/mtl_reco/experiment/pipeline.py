@@ -10,6 +10,10 @@ the data-processing outputs and the shared ``trainer``/``evaluation``/
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from mtl_reco.experiment.nodes import evaluate_experiment, export_model, train_model
@@ -23,12 +27,31 @@ EVALUATE_TAG = "evaluation"
 EXPORT_TAG = "export"
 
 
-def template() -> Pipeline:
-    """The bare three-node template (not runnable before namespacing)."""
+def _train_node_func(experiment: str) -> Callable[..., Any]:
+    """``train_model`` with the experiment's name bound.
+
+    The name keys the checkpoint folder. The wrapper keeps ``train_model``'s
+    signature and source for Kedro and kedro-viz.
+    """
+
+    @functools.wraps(train_model)
+    def train(*args: Any, **kwargs: Any) -> Any:
+        return train_model(*args, experiment=experiment, **kwargs)
+
+    return train
+
+
+def template(experiment: str | None = None) -> Pipeline:
+    """The bare three-node template (not runnable before namespacing).
+
+    Args:
+        experiment: The experiment it will be namespaced as (names the
+            training checkpoint folder).
+    """
     return Pipeline(
         [
             Node(
-                train_model,
+                train_model if experiment is None else _train_node_func(experiment),
                 inputs=[
                     "encoded_train",
                     "encoded_valid",
@@ -70,7 +93,7 @@ def template() -> Pipeline:
 def create_experiment_pipeline(experiment: str) -> Pipeline:
     """Training, evaluation and export for one experiment (its namespace)."""
     return Pipeline(
-        template(),
+        template(experiment),
         namespace=experiment,
         inputs=SHARED_INPUTS,
         parameters=SHARED_PARAMETERS,
