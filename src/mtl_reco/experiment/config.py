@@ -70,6 +70,11 @@ class ScoreConfig(StrictConfig):
         keep_columns: Input columns copied next to the predictions (labels and
             extras present in the input are always kept).
         batch_size: Rows per onnxruntime call.
+        max_rejected_share: Largest share of input rows that may fail a hard
+            row check of the validation suite (those rows are not scored);
+            above it the run fails and no scores are written. The default
+            1 % tolerates a few corrupt records in a large batch while an
+            upstream break (a broken export, a changed column) stops the run.
     """
 
     experiment: str = "mmoe"
@@ -77,3 +82,14 @@ class ScoreConfig(StrictConfig):
     options: dict[str, Any] = field(default_factory=dict)
     keep_columns: list[str] = field(default_factory=list)
     batch_size: int = 65536
+    max_rejected_share: float = 0.01
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        if not 0.0 <= self.max_rejected_share <= 1.0:
+            raise ConfigError(
+                "score.max_rejected_share must be in [0, 1], got "
+                f"{self.max_rejected_share}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"score.batch_size must be >= 1, got {self.batch_size}")

@@ -3,76 +3,124 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from mtl_reco.experiment.config import ScoreConfig
 from mtl_reco.modeling.export import OnnxPredictor
+from mtl_reco.processing.config import ValidationConfig
 from mtl_reco.processing.encoder import FeatureEncoder
-from mtl_reco.sources.registry import read_source
-from mtl_reco.tables import ParquetTable, StreamTable, Table
+from mtl_reco.processing.scoring import (
+    ScoringStats,
+    open_scoring_input,
+    prepare_scoring,
+    score_table,
+    scoring_report,
+    summary_line,
+)
+from mtl_reco.tables import StreamTable, Table, count_rows
 
 logger = logging.getLogger(__name__)
 
 
-def _input_table(score: ScoreConfig) -> tuple[Table, list[str]]:
-    """The rows to score and the raw columns worth keeping beside predictions."""
-    if score.source == "parquet":
-        path = score.options.get("path")
-        if not path:
-            raise ValueError("score.options.path is required for source 'parquet'")
-        return ParquetTable(path), []
-    raw_schema, table = read_source(score.source, score.options)
-    return table, [*raw_schema.labels, *raw_schema.extras]
-
-
 def score_new_data(
-    feature_encoder: dict[str, Any], scoring_model: bytes, score: ScoreConfig
-) -> StreamTable:
-    """Encode a raw file with the training encoder and score it with ONNX.
+    feature_encoder: dict[str, Any],
+    scoring_model: bytes,
+    raw_schema: dict[str, Any],
+    score: ScoreConfig,
+    validation: ValidationConfig,
+) -> tuple[StreamTable, ScoringStats]:
+    """Validate a raw file like the training data, encode it and score it (ONNX).
 
     The input is read chunk by chunk with the same source readers as the data
-    pipeline, encoded with the encoder fitted on the training split (unseen ids
-    map to 0, dense values are scaled with train statistics) and scored by
-    onnxruntime, so memory stays bounded for files of any size.
+    pipeline (``score.source=parquet``: a raw-events parquet file checked
+    against the training data's ``raw_schema``) and checked with the training
+    validation suite (see :mod:`mtl_reco.processing.scoring`): an input with
+    no rows, a missing feature column or a non-numeric dense column fails
+    here, before anything is scored; rows a hard row check flags are left
+    out. The kept rows are encoded with the encoder fitted on the training
+    split and scored by onnxruntime, so memory stays bounded.
+
+    Args:
+        feature_encoder: The fitted encoder (JSON).
+        scoring_model: The experiment's ONNX model (bytes).
+        raw_schema: Raw schema of the training data (``raw_schema`` record).
+        score: What to score and the allowed share of rejected rows.
+        validation: Rule severities of the training validation.
 
     Returns:
         A lazy table: ``row`` (position in the input), the kept input columns
         (labels/extras present in the input, plus ``score.keep_columns``) and
-        ``p_<output>`` per model output (probabilities; values for regression).
+        ``p_<output>`` per model output (probabilities; values for
+        regression), rejected rows absent; and the statistics it fills while
+        it is written (the table's last chunk raises when too many rows were
+        rejected, so no scores are written then).
+
+    Raises:
+        ScoringError: No rows, a missing feature column or a failed hard
+            schema check; the message names the file and the column.
     """
     encoder = FeatureEncoder.from_dict(feature_encoder)
     predictor = OnnxPredictor(scoring_model)
-    table, raw_keep = _input_table(score)
+    scoring = open_scoring_input(score.source, score.options, raw_schema)
+    validator, stats = prepare_scoring(
+        scoring,
+        encoder,
+        validation,
+        experiment=score.experiment,
+        max_rejected_share=score.max_rejected_share,
+    )
     keep = list(
         dict.fromkeys(
-            [*raw_keep, *encoder.labels, *encoder.extras, *score.keep_columns]
+            [*scoring.keep, *encoder.labels, *encoder.extras, *score.keep_columns]
         )
     )
     logger.info(
-        "scoring %s input with experiment %r (outputs %s)",
+        "scoring %s input%s with experiment %r (outputs %s)",
         score.source,
+        scoring.where,
         score.experiment,
         predictor.output_names,
     )
+    table = score_table(
+        scoring,
+        encoder,
+        lambda frame: predictor.predict_frame(frame, batch_size=score.batch_size),
+        validator,
+        stats,
+        keep,
+    )
+    return table, stats
 
-    def produce(chunk_rows: int) -> Iterator[pd.DataFrame]:
-        start = 0
-        for chunk in table.iter_chunks(chunk_rows=chunk_rows):
-            encoded = encoder.transform(chunk)
-            preds = predictor.predict_frame(encoded, batch_size=score.batch_size)
-            out = pd.DataFrame(
-                {"row": np.arange(start, start + len(chunk), dtype=np.int64)}
+
+def report_scoring(
+    scored_predictions: Table, scoring_stats: ScoringStats
+) -> dict[str, Any]:
+    """Turn the statistics of the written scores into the scoring report.
+
+    Takes ``scored_predictions`` as an input so that it runs only after the
+    lazy scores were written (the statistics are complete then).
+
+    Args:
+        scored_predictions: The written scores (only their row count is read).
+        scoring_stats: Statistics filled while the scores were written.
+
+    Returns:
+        The ``scoring_report`` (see
+        :func:`mtl_reco.processing.scoring.scoring_report`).
+
+    Raises:
+        ScoringError: Incomplete statistics, a row count that disagrees with
+            the written scores, or too many rejected rows.
+    """
+    report = scoring_report(scoring_stats, rows_written=count_rows(scored_predictions))
+    for entry in report["checks"]:
+        if entry["severity"] == "soft" and entry["unexpected_count"]:
+            logger.warning(
+                "scoring input (soft, rows kept): %s %s on %s: %d rows",
+                entry["rule"],
+                entry["expectation"],
+                entry["column"] or entry["columns"],
+                entry["unexpected_count"],
             )
-            for col in keep:
-                if col in chunk.columns:
-                    out[col] = chunk[col].to_numpy()
-            for name, values in preds.items():
-                out[f"p_{name}"] = values
-            start += len(chunk)
-            yield out
-
-    return StreamTable(produce)
+    logger.info(summary_line(report))
+    return report

@@ -10,19 +10,35 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from mtl_reco.pipelines.score.nodes import score_new_data
+from mtl_reco.pipelines.score.nodes import report_scoring, score_new_data
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """One node: raw file -> encoded -> ONNX probabilities (parquet)."""
+    """Raw file -> validated, encoded -> ONNX scores (parquet) -> scoring report.
+
+    ``report_scoring`` reads ``scored_predictions``, so it runs after the lazy
+    scores were written and the statistics they fill are complete.
+    """
     return Pipeline(
         [
             Node(
                 score_new_data,
-                inputs=["feature_encoder", "scoring_model", "params:score"],
-                outputs="scored_predictions",
+                inputs=[
+                    "feature_encoder",
+                    "scoring_model",
+                    "raw_schema",
+                    "params:score",
+                    "params:validation",
+                ],
+                outputs=["scored_predictions", "scoring_stats"],
                 name="score_new_data",
-                tags=["score"],
-            )
-        ]
+            ),
+            Node(
+                report_scoring,
+                inputs=["scored_predictions", "scoring_stats"],
+                outputs="scoring_report",
+                name="report_scoring",
+            ),
+        ],
+        tags="score",
     )
