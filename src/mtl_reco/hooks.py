@@ -99,7 +99,14 @@ class MlflowTrackingHook:
     ) -> None:
         """Open one run per experiment namespace that has a training node."""
         experiments = _trained_experiments(pipeline.nodes)
-        if not self.enabled or not experiments:
+        if not self.enabled:
+            return
+        if not experiments:
+            if self._store_exists():
+                client = self._mlflow_client()
+                found = client.get_experiment_by_name(self._experiment_name())
+                if found is not None:
+                    self._close_dead_runs(client, str(found.experiment_id))
             return
         client = self._mlflow_client()
         experiment_id = self._experiment_id(client)
@@ -184,7 +191,8 @@ class MlflowTrackingHook:
     def _close_dead_runs(self, client: Any, experiment_id: str) -> None:
         """Close as ``KILLED`` the runs a dead process left ``RUNNING`` here.
 
-        Called after the run guard took the data folder's lock: a run still
+        Called at the start of every run (also those that train nothing),
+        after the run guard took the data folder's lock: a run still
         ``RUNNING`` for this folder on this host has no live owner.
         """
         query = (
@@ -221,8 +229,17 @@ class MlflowTrackingHook:
             self._client = MlflowClient(tracking_uri=self._tracking_uri())
         return self._client
 
+    def _experiment_name(self) -> str:
+        return str(self._settings.get("experiment_name") or "mtl_reco")
+
+    def _store_exists(self) -> bool:
+        """A local SQLite store exists (any other store is assumed to)."""
+        uri = self._tracking_uri()
+        prefix = "sqlite:///"
+        return not uri.startswith(prefix) or Path(uri[len(prefix) :]).is_file()
+
     def _experiment_id(self, client: Any) -> str:
-        name = str(self._settings.get("experiment_name") or "mtl_reco")
+        name = self._experiment_name()
         found = client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":

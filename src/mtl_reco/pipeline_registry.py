@@ -14,7 +14,10 @@
 ``kedro run --pipeline=train_mmoe`` makes Kedro ask ``find_pipelines`` for a
 folder called ``train_mmoe`` only; there is none (experiments come from a
 list, not from folders), so the data-processing pipeline is imported
-directly here and the experiment pipelines are always built from the list.
+directly here, the experiment pipelines are always built from the list, and
+the folder pipelines ``find_pipelines`` was not asked for are imported too:
+every run sees every pipeline (the checks before the first node read them
+all to know the parameter blocks).
 
 Which experiments apply depends on the run's parameters (dataset, labels):
 :class:`mtl_reco.guard.RunGuardHook` records them when the session's context
@@ -48,7 +51,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     experiments = {exp: create_experiment_pipeline(exp) for exp in EXPERIMENTS}
     for exp, pipe in experiments.items():
         pipelines[f"train_{exp}"] = data + pipe
-    for name in ("compare", "prune"):
+    for name in ("compare", "prune", "score"):
         if name not in pipelines:
             module = __import__(f"mtl_reco.pipelines.{name}", fromlist=["_"])
             pipelines[name] = module.create_pipeline()

@@ -13,6 +13,7 @@ from mtl_reco.datasets import (
     TextFileDataset,
     TorchStateDictDataset,
 )
+from mtl_reco.datasets.staged import StagedDataset
 from mtl_reco.tables import ParquetTable, StreamTable
 
 
@@ -100,3 +101,20 @@ def test_text_roundtrip_and_no_torch_import_for_data_datasets(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"  # a data-only run never loads PyTorch
+
+
+def test_staged_dataset_writes_aside_and_reads_its_own_copy_first(tmp_path):
+    current = JSONFileDataset(filepath=str(tmp_path / "data" / "report.json"))
+    current.save({"run": "last good"})
+    staged = JSONFileDataset(filepath=str(tmp_path / "staging" / "report.json"))
+    overlay = StagedDataset(staged, current)
+    assert overlay.exists() and overlay.load() == {"run": "last good"}
+    overlay.save({"run": "this one"})
+    assert overlay.load() == {"run": "this one"}
+    assert current.load() == {"run": "last good"}  # never written in place
+    assert (tmp_path / "staging" / "report.json").is_file()
+    empty = StagedDataset(
+        JSONFileDataset(filepath=str(tmp_path / "s2.json")),
+        JSONFileDataset(filepath=str(tmp_path / "c2.json")),
+    )
+    assert not empty.exists()

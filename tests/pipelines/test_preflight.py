@@ -1,0 +1,146 @@
+"""Checks before the first node, and which experiments __default__ runs.
+
+In-process (a real KedroSession on a project copy); the CLI tests in
+test_unattended.py check the same through `kedro run`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from mtl_reco import preflight
+from mtl_reco.experiment import EXPERIMENTS
+from mtl_reco.preflight import DatasetTasks, PreflightError
+from mtl_reco.runs import FileLock, LockHeldError
+
+from .conftest import copy_project
+from .data_processing.conftest import isolated_mlflow, run_session
+
+__all__ = ["isolated_mlflow"]  # a fixture
+
+CENSUS = DatasetTasks("census_income", ("income", "marital"), None, "configuration")
+FUNNEL = DatasetTasks("simulated", ("ctr", "ctcvr"), ("ctr", "ctcvr"), "configuration")
+
+
+def block(model: str, **model_fields) -> dict:
+    return {"model": {"name": model, **model_fields}, "weighting": {"name": "fixed"}}
+
+
+def test_experiment_requirements_against_the_tasks():
+    params = {"esmm": block("esmm"), "mmoe": block("mmoe"), "aitm": block("aitm")}
+    problem = preflight.experiment_problem("esmm", params, CENSUS)
+    assert problem == (
+        "model esmm needs a click -> conversion funnel and dataset 'census_income' "
+        "(tasks income, marital; no click -> conversion funnel) has none"
+    )
+    assert preflight.experiment_problem("esmm", params, FUNNEL) is None
+    assert preflight.experiment_problem("mmoe", params, CENSUS) is None
+    params["mmoe"] = block("mmoe", tasks=["ctr", "cvr"])
+    assert "names ['cvr'], which are not tasks of" in str(
+        preflight.experiment_problem("mmoe", params, FUNNEL)
+    )
+
+
+def test_configured_tasks_come_from_the_source_and_labels(shared_data):
+    sim = preflight.configured_tasks({"dataset": "simulated"})
+    assert sim.tasks == ("ctr", "ctcvr") and sim.funnel == ("ctr", "ctcvr")
+    census_file = shared_data / "census-income-kdd/uci-raw"
+    census = preflight.configured_tasks(
+        {
+            "dataset": "census_income",
+            "sources": {
+                "census_income": {
+                    "path": str(census_file / "census_income_1994_1995_train.csv.gz")
+                }
+            },
+        }
+    )
+    assert census.tasks == ("income", "marital") and census.funnel is None
+    none = preflight.configured_tasks(
+        {"dataset": "simulated", "labels": {"funnel": "none"}}
+    )
+    assert none.funnel is None
+    with pytest.raises(PreflightError, match=r"did you mean 'simulated'\?"):
+        preflight.configured_tasks({"dataset": "simulate"})
+    with pytest.raises(PreflightError, match=r"file not found: /nope\.csv"):
+        preflight.configured_tasks(
+            {
+                "dataset": "census_income",
+                "sources": {"census_income": {"path": "/nope.csv"}},
+            }
+        )
+
+
+def test_default_leaves_out_what_cannot_train_on_the_data():
+    from kedro.framework.project import configure_project
+
+    import mtl_reco.pipeline_registry as registry
+
+    configure_project("mtl_reco")
+    params = {
+        e: block(e if e != "shared_bottom" else "shared_bottom") for e in EXPERIMENTS
+    }
+    try:
+        preflight.remember_parameters({**params, "dataset": "simulated"})
+        default = registry.register_pipelines()["__default__"]
+        assert {n.namespace for n in default.nodes if n.namespace} == set(EXPERIMENTS)
+        preflight.remember_parameters(
+            {**params, "dataset": "simulated", "labels": {"funnel": "none"}}
+        )
+        seen: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = seen.append  # Kedro's logging setup may replace caplog's
+        target = logging.getLogger("mtl_reco.pipeline_registry")
+        target.addHandler(handler)
+        try:
+            pipes = registry.register_pipelines()
+        finally:
+            target.removeHandler(handler)
+        namespaces = {n.namespace for n in pipes["__default__"].nodes if n.namespace}
+        assert namespaces == set(EXPERIMENTS) - {"esmm"}
+        warned = [r.getMessage() for r in seen if r.levelno == logging.WARNING]
+        assert len(warned) == 1
+        assert warned[0].startswith("__default__ leaves out experiment 'esmm'")
+        assert "train_esmm" in pipes  # still there, to fail with the reason
+    finally:
+        preflight.remember_parameters({})
+
+
+@pytest.fixture
+def project(tmp_path, isolated_mlflow):
+    return copy_project(tmp_path / "project")
+
+
+def test_train_esmm_without_a_funnel_fails_before_any_node(project):
+    with pytest.raises(PreflightError) as err:
+        run_session(project, {"labels": {"funnel": "none"}}, pipeline="train_esmm")
+    assert str(err.value).startswith(
+        "experiment 'esmm' cannot train here: model esmm needs a click -> conversion"
+    )
+    assert not any((project / "data").rglob("*.parquet"))
+    assert not (project / "data" / "run_history.jsonl").exists()
+    assert FileLock(project / "data" / ".run.lock").acquire() is None  # released
+
+
+def test_cuda_on_a_machine_without_one_fails_before_any_node(project, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PreflightError, match="CUDA is not available"):
+        run_session(project, {"trainer": {"device": "cuda"}}, pipeline="train_mmoe")
+    assert not any((project / "data").rglob("*.parquet"))
+
+
+def test_a_held_lock_turns_the_run_away(project):
+    lock = FileLock(project / "data" / ".run.lock")
+    lock.acquire()
+    try:
+        with pytest.raises(LockHeldError, match="is locked by pid"):
+            run_session(project, pipeline="data_processing")
+    finally:
+        lock.release()
+    assert not any((project / "data").rglob("*.parquet"))
+    run_session(project, pipeline="data_processing")  # free again: it runs
+    assert (project / "data/05_model_input/encoded_train.parquet").is_file()
