@@ -67,7 +67,9 @@ def test_default_runs_everything_and_compare_reads_every_experiment(pipelines):
     namespaces = {n.namespace for n in default.nodes if n.namespace}
     assert namespaces == set(EXPERIMENTS)
     (compare,) = pipelines["compare"].nodes
-    assert set(compare.inputs) == {f"{exp}.test_metrics" for exp in EXPERIMENTS}
+    assert set(compare.inputs) == {f"{exp}.test_metrics" for exp in EXPERIMENTS} | {
+        "params:dataset"
+    }
     assert compare.name in {n.name for n in default.nodes}
 
 

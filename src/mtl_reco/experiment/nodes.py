@@ -192,8 +192,12 @@ def evaluate_experiment(
     training_history: dict[str, Any],
     trainer: TrainerConfig,
     evaluation: EvaluationConfig,
+    dataset: str | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Figure]]:
     """Score valid and test, compute every metric, draw the plots.
+
+    ``dataset`` (the ``dataset`` parameter) is recorded in the metrics, so
+    the comparison never puts experiments trained on other data side by side.
 
     Returns:
         ``test_metrics`` (per-task AUC/LogLoss on valid and test, funnel
@@ -220,6 +224,7 @@ def evaluate_experiment(
     for note in results["test"].get("notes", []):
         logger.warning("test metrics: %s", note)
     metrics = {
+        "dataset": dataset,
         "model": model_spec["model"],
         "weighting": model_spec.get("weighting", {}).get("name"),
         "best_epoch": model_spec.get("best_epoch"),

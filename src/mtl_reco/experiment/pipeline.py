@@ -20,7 +20,12 @@ from mtl_reco.experiment.nodes import evaluate_experiment, export_model, train_m
 
 # Inputs every experiment shares (not namespaced).
 SHARED_INPUTS = {"encoded_train", "encoded_valid", "encoded_test", "feature_schema"}
-SHARED_PARAMETERS = {"params:trainer", "params:evaluation", "params:export"}
+SHARED_PARAMETERS = {
+    "params:trainer",
+    "params:evaluation",
+    "params:export",
+    "params:dataset",
+}
 
 TRAIN_TAG = "training"
 EVALUATE_TAG = "evaluation"
@@ -74,6 +79,7 @@ def template(experiment: str | None = None) -> Pipeline:
                     "training_history",
                     "params:trainer",
                     "params:evaluation",
+                    "params:dataset",
                 ],
                 outputs=["test_metrics", "test_predictions", "plots"],
                 name="evaluate",

@@ -14,11 +14,14 @@ logger = logging.getLogger(__name__)
 
 
 def compare_experiments(
-    **test_metrics: dict[str, Any] | None,
+    dataset: str, **test_metrics: dict[str, Any] | None
 ) -> tuple[pd.DataFrame, Figure]:
-    """Tabulate and chart the test metrics of every trained experiment.
+    """Tabulate and chart the test metrics of every experiment trained on ``dataset``.
 
     Args:
+        dataset: The ``dataset`` parameter: experiments whose latest metrics
+            were computed on another dataset are left out (one data folder
+            can hold experiments of several datasets).
         **test_metrics: ``<experiment>.test_metrics`` per experiment; an
             experiment that was never trained loads as ``None`` and is left out.
 
@@ -26,7 +29,19 @@ def compare_experiments(
         The comparison table (one row per experiment) and a bar chart of the
         test AUCs.
     """
-    table = comparison_table(test_metrics)
+    other = sorted(
+        name
+        for name, value in test_metrics.items()
+        if value and value.get("dataset", dataset) != dataset
+    )
+    if other:
+        logger.info(
+            "trained on another dataset than %r (left out of the comparison): %s",
+            dataset,
+            ", ".join(f"{n} ({(test_metrics[n] or {}).get('dataset')})" for n in other),
+        )
+    kept = {k: v for k, v in test_metrics.items() if k not in other}
+    table = comparison_table(kept)
     missing = sorted(name for name, value in test_metrics.items() if not value)
     if missing:
         logger.info(
