@@ -210,9 +210,7 @@ class CheckTally:
             "rule": c.rule,
             "expectation": c.expectation,
             "column": c.column,
-            "columns": [c.kwargs["column_A"], c.kwargs["column_B"]]
-            if "column_A" in c.kwargs
-            else None,
+            "columns": c.pair,
             "severity": c.severity,
             "action": "reject" if c.severity == "hard" else "keep",
             "unexpected_count": self.unexpected,

@@ -117,6 +117,13 @@ class Check:
     scope: str
     failure: str = ""
 
+    @property
+    def pair(self) -> list[str] | None:
+        """``[column_A, column_B]`` of a column-pair check, else ``None``."""
+        if "column_A" in self.kwargs:
+            return [self.kwargs["column_A"], self.kwargs["column_B"]]
+        return None
+
 
 @dataclass
 class _Outcome:
@@ -522,9 +529,7 @@ def _entry(outcome: _Outcome, columns: Sequence[str]) -> dict[str, Any]:
         "rule": check.rule,
         "expectation": check.expectation,
         "column": check.column,
-        "columns": [check.kwargs["column_A"], check.kwargs["column_B"]]
-        if "column_A" in check.kwargs
-        else None,
+        "columns": check.pair,
         "severity": check.severity,
         "success": outcome.success and outcome.evaluated,
         "evaluated": outcome.evaluated,
