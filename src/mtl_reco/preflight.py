@@ -13,7 +13,8 @@ on something knowable at the start. :func:`check_run` (called by
 * every experiment in the run can train on the dataset's tasks (ESMM needs a
   click -> conversion funnel; a model's ``tasks`` must be tasks of the data);
 * every input the run reads but does not produce (a trained model for
-  ``score``, the encoded splits for ``--from-nodes mmoe.train``) exists.
+  ``score``, the encoded splits for ``--from-nodes mmoe.train``) exists,
+  and a trained model it reads was trained with the current feature encoder.
 
 :func:`applicable_experiments` answers the same requirement question for the
 pipeline registry, which leaves an experiment that cannot train on the
@@ -229,6 +230,7 @@ def check_run(
                 )
             notes.extend(_notes(exp, params, data))
     _check_inputs(pipeline, catalog)
+    _check_models_match_data(pipeline, catalog)
     return notes
 
 
@@ -292,6 +294,32 @@ def _check_inputs(pipeline: Pipeline, catalog: Any) -> None:
             "that writes them first (e.g. `kedro run --pipeline=data_processing` "
             "or `kedro run --pipeline=train_<experiment>`)"
         )
+
+
+def _check_models_match_data(pipeline: Pipeline, catalog: Any) -> None:
+    """A trained model the run reads must match the current feature encoder.
+
+    After ``data_processing`` alone has run on new data, the models trained
+    before it still exist; evaluating or scoring one on data encoded with the
+    new vocabularies would feed it ids that mean other values.
+    """
+    from mtl_reco.processing.encoder import model_encoder_mismatch
+
+    specs = sorted(
+        n
+        for n in pipeline.inputs()
+        if n.endswith(".model_spec") or n == "scoring_model_spec"
+    )
+    if not specs or "feature_encoder" in pipeline.all_outputs():
+        return
+    encoder = _load_if_exists(catalog, "feature_encoder")
+    if encoder is None:
+        return
+    for name in specs:
+        spec = _load_if_exists(catalog, name)
+        problem = None if spec is None else model_encoder_mismatch(spec, encoder)
+        if problem:
+            raise PreflightError(f"'{name}': {problem}")
 
 
 def _load_if_exists(catalog: Any, name: str) -> Any:

@@ -470,3 +470,33 @@ def test_census_profile_runs_the_experiments_that_apply(tmp_path, shared_data):
     )
     assert "Running node" not in proc.stderr
     assert checksums(project) == before
+
+
+def test_a_model_never_reads_data_of_another_encoder(project):
+    # new data processed after training: the trained model no longer matches
+    ok(
+        kedro(
+            project,
+            "--pipeline=data_processing",
+            "--env",
+            "test",
+            "--params",
+            "sources.simulated.n_rows=8000",
+        )
+    )
+    before = checksums(project)
+    for args in (
+        ("--pipeline=score",),
+        ("--pipeline=train_mmoe", "--from-nodes=mmoe.evaluate"),
+    ):
+        proc = kedro(project, *args, "--env", "test")
+        assert proc.returncode == 1
+        line = error_line(proc)
+        assert "the model was trained with feature encoder" in line
+        assert (
+            "retrain it on the current data (`kedro run --pipeline=train_mmoe`)" in line
+        )
+        assert "Running node" not in proc.stderr
+    assert checksums(project) == before
+    ok(kedro(project, "--pipeline=train_mmoe", "--env", "test"))  # retrained
+    ok(kedro(project, "--pipeline=score", "--env", "test"))

@@ -164,6 +164,8 @@ def train_model(
         folder.close(completed=True)
     spec = {
         **net.spec(),
+        "experiment": experiment,
+        "encoder": feature_schema.get("encoder"),
         "weighting": weighting.to_dict(),
         "best_epoch": result.best_epoch,
         "monitor": result.monitor,
@@ -225,6 +227,7 @@ def evaluate_experiment(
         logger.warning("test metrics: %s", note)
     metrics = {
         "dataset": dataset,
+        "encoder": model_spec.get("encoder"),
         "model": model_spec["model"],
         "weighting": model_spec.get("weighting", {}).get("name"),
         "best_epoch": model_spec.get("best_epoch"),

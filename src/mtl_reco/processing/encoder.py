@@ -33,6 +33,8 @@ gives the :class:`~mtl_reco.modeling.schema.FeatureSchema`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -590,6 +592,38 @@ class FeatureEncoder:
             embedding=EmbeddingRule.from_dict(raw.get("embedding")),
             fitted_rows=int(raw.get("fitted_rows", 0)),
         )
+
+
+def encoder_digest(artefact: Mapping[str, Any]) -> str:
+    """Content hash of a ``feature_encoder`` artefact (SHA-256, hex, 16 chars).
+
+    Two artefacts with the same vocabularies, scalings and settings hash the
+    same wherever they were saved. A model records the digest of the encoder
+    it was trained with, so nothing scores or evaluates it through another.
+    """
+    text = json.dumps(artefact, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_encoder_mismatch(
+    model_spec: Mapping[str, Any], feature_encoder: Mapping[str, Any]
+) -> str | None:
+    """Why a trained model must not read data made by ``feature_encoder``.
+
+    ``None`` when the model was trained with this very encoder (or its spec
+    predates the record). Otherwise one line: the data folder's encoder was
+    refitted (e.g. ``data_processing`` ran on new data) after the model was
+    trained, so its ids mean other values than the model learnt.
+    """
+    recorded = model_spec.get("encoder")
+    if not recorded or recorded == encoder_digest(feature_encoder):
+        return None
+    return (
+        f"the model was trained with feature encoder {recorded}, but the current "
+        f"feature_encoder is {encoder_digest(feature_encoder)} (data processing "
+        "ran again since); retrain it on the current data "
+        f"(`kedro run --pipeline=train_{model_spec.get('experiment', '<experiment>')}`)"
+    )
 
 
 def encoding_report(

@@ -26,6 +26,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 inputs=[
                     "feature_encoder",
                     "scoring_model",
+                    "scoring_model_spec",
                     "raw_schema",
                     "params:score",
                     "params:validation",

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from mtl_reco.processing.config import EncodingConfig
-from mtl_reco.processing.encoder import EncoderError, FeatureEncoder, encoding_report
+from mtl_reco.processing.encoder import (
+    EncoderError,
+    FeatureEncoder,
+    encoder_digest,
+    encoding_report,
+)
 from mtl_reco.tables import Table
 
 
@@ -67,11 +72,13 @@ def build_feature_schema(
 
     Returns:
         :meth:`~mtl_reco.modeling.schema.FeatureSchema.to_dict` of the encoded
-        tables.
+        tables, plus ``encoder``: the digest of the encoder that made them
+        (:func:`~mtl_reco.processing.encoder.encoder_digest`), which every
+        trained model records.
     """
     encoder = FeatureEncoder.from_dict(feature_encoder)
     schema = encoder.feature_schema(task_spec["tasks"], task_spec.get("funnel"))
-    return schema.to_dict()
+    return {**schema.to_dict(), "encoder": encoder_digest(feature_encoder)}
 
 
 def report_encoding(
