@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -120,6 +121,33 @@ def _known_cause(
     for item in chain:
         if isinstance(item, known) and not isinstance(item, DatasetError):
             return item
+    for item in chain:
+        if _kedro_usage_error(item):
+            return item
     if isinstance(chain[-1], DatasetError):
         return chain[-1]
     return None
+
+
+def _kedro_usage_error(error: BaseException) -> bool:
+    """A bad ``kedro run`` argument, reported by Kedro before any node runs.
+
+    An unknown ``--pipeline`` or ``--from-nodes`` name, ``--tags`` that
+    select no node, an unknown ``--env`` or ``--runner``: Kedro raises a
+    ``ValueError``, ``KeyError``, ``AttributeError`` or its configuration
+    error from its own framework, pipeline or config code.
+    """
+    from kedro.config import MissingConfigException
+
+    if not isinstance(
+        error, ValueError | KeyError | AttributeError | MissingConfigException
+    ):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    origin = Path(frames[-1].filename).as_posix()
+    return any(
+        f"/kedro/{part}" in origin
+        for part in ("framework/", "pipeline/", "config/", "utils.py")
+    )

@@ -32,6 +32,8 @@ outside it (another disk, ``s3://``) are written in place, with a warning.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator, Mapping
@@ -40,17 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractDataset
+from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 
 from mtl_reco import preflight
 from mtl_reco.datasets.staged import StagedDataset
-from mtl_reco.runs import FileLock, Holder, RunStore
+from mtl_reco.runs import FileLock, Holder, LockHeldError, RunStore, StoreError
 from mtl_reco.runs.config import RunsConfig
 
 logger = logging.getLogger(__name__)
 
 _PATH_KEYS = ("filepath", "path")
+TRAIN_TAG = "training"
 _RUNNER_LOGGERS = (
     "kedro.runner.runner",
     "kedro.runner.sequential_runner",
@@ -129,6 +132,7 @@ class RunGuardHook:
         self._run_id: str | None = None
         self._staged: dict[str, tuple[dict[str, Any], str | None]] = {}
         self._signals: dict[int, Any] = {}
+        self._begun = False
         self._hint_filter = _DropResumeHint()
 
     # -- hooks ------------------------------------------------------------------------
@@ -142,18 +146,20 @@ class RunGuardHook:
             _reset_registered_pipelines()
         self._data_dir = data_folder(context)
 
-    @hook_impl(tryfirst=True)
+    @hook_impl(wrapper=True)
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
-    ) -> None:
-        """Check, lock, recover what dead runs left, stage this run's outputs."""
+    ) -> Iterator[None]:
+        """Lock, recover what dead runs left, check, stage this run's outputs.
+
+        A wrapper: this runs before every other hook's ``before_pipeline_run``
+        (the MLflow runs are opened after the checks), and if one of them
+        fails the lock is released and the staged run recorded as failed.
+        """
         from kedro.framework.project import pipelines as registered
 
-        for note in preflight.check_run(
-            self._params, pipeline, catalog, dict(registered)
-        ):
-            logger.info("%s", note)
         store = RunStore(self._data_dir)
+        _check_runs_block(self._params, store.data_dir, self._project)
         lock = store.lock()
         stale = lock.acquire()
         self._store, self._lock = store, lock
@@ -164,68 +170,144 @@ class RunGuardHook:
                     store.data_dir,
                     stale.describe(),
                 )
-            for record in store.recover():
+            recovered = store.recover()
+            for record in recovered:
                 _log_recovered(record)
+            if recovered:
+                self._prune(failed_only=True)
+            # the checks read the artefacts as recovery left them
+            for note in preflight.check_run(
+                self._params,
+                pipeline,
+                catalog,
+                dict(registered),
+                run_params.get("load_versions") or {},
+            ):
+                logger.info("%s", note)
             self._run_id = str(run_params["run_id"])
             outside = self._stage(pipeline, catalog, store, self._run_id, run_params)
             if outside:
                 logger.warning(
-                    "written in place, outside the data folder %s (not staged): %s",
+                    "written in place, not staged (outside the data folder %s or "
+                    "without a local path): %s",
                     store.data_dir,
                     ", ".join(outside),
                 )
-            self._install_signal_handlers()
+            self._install_signal_handlers(str(run_params.get("runner") or ""))
             for name in _RUNNER_LOGGERS:
                 logging.getLogger(name).addFilter(self._hint_filter)
-        except BaseException:
+            yield
+        except BaseException as error:
+            if self._begun:
+                self._keep_failed(error)
             self._finish()
             raise
 
-    @hook_impl(tryfirst=True)
-    def after_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
-        """Make the run's outputs current, prune, release the lock."""
+    @hook_impl(wrapper=True)
+    def after_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> Iterator[None]:
+        """Make the run's outputs current and prune; release the lock last.
+
+        A wrapper: promotion happens before the other hooks' end-of-run work
+        (the MLflow summary then names the current files) and the lock is
+        released after it (no run can start while this one closes its MLflow
+        runs).
+        """
         store, run_id = self._store, self._run_id
-        if store is None or run_id is None:
-            return
         try:
-            with _signals_ignored():
-                moved = store.promote(run_id)
-                self._restore(catalog, run_params)
-            runs = RunsConfig.from_dict(self._params.get("runs"))
-            pruned = store.prune(runs.keep_versions, runs.keep_failed)
-            logger.info(
-                "run %s succeeded: %d file(s) now current in %s%s",
-                run_id,
-                len(moved),
-                store.data_dir,
-                _pruned_text(pruned),
-            )
+            if store is not None and run_id is not None:
+                with self._signals_deferred():
+                    try:
+                        moved = store.promote(run_id)
+                    except StoreError as exc:  # nothing moved: a failed run
+                        self._keep_failed(exc)
+                        raise
+                    self._begun = False
+                    self._restore(catalog, run_params)
+                    self._drop_checkpoints(pipeline)
+                pruned = self._prune(failed_only=False)
+                logger.info(
+                    "run %s succeeded: %d file(s) now current in %s%s",
+                    run_id,
+                    len(moved),
+                    store.data_dir,
+                    _pruned_text(pruned),
+                )
+            yield
         finally:
             self._finish()
 
-    @hook_impl(tryfirst=True)
-    def on_pipeline_error(self, error: Exception, catalog: Any) -> None:
-        """Keep the failed run's outputs aside; nothing current has changed."""
+    @hook_impl(wrapper=True)
+    def on_pipeline_error(self, error: Exception, catalog: Any) -> Iterator[None]:
+        """Keep the failed run's outputs aside; release the lock last."""
+        try:
+            if self._begun:
+                self._keep_failed(error)
+            yield
+        finally:
+            self._finish()
+
+    # -- a run's end ------------------------------------------------------------------
+    def _keep_failed(self, error: BaseException) -> None:
+        """Move the staged run to ``failed_runs/`` (never raises)."""
         store, run_id = self._store, self._run_id
         if store is None or run_id is None:
             return
+        self._begun = False
+        status = "interrupted" if isinstance(error, RunInterrupted) else "failed"
         try:
-            status = "interrupted" if isinstance(error, RunInterrupted) else "failed"
-            with _signals_ignored():
+            with self._signals_deferred():
                 kept = store.fail(run_id, status, one_line(error))
-            logger.error(
-                "run %s %s: nothing it wrote became current (the last successful "
-                "run's artefacts are still the ones loaded); its outputs are kept "
-                "in %s. Fix the cause and repeat the same command (training "
-                "resumes from its checkpoint when nothing else changed).",
-                run_id,
-                status,
-                kept,
-            )
+            self._prune(failed_only=True)
         except Exception:  # never hide the run's own error
             logger.exception("could not move the failed run's outputs aside")
-        finally:
-            self._finish()
+            return
+        logger.error(
+            "run %s %s: nothing it wrote became current (the last successful "
+            "run's artefacts are still the ones loaded); its outputs are kept in "
+            "%s. Fix the cause and repeat the same command (training resumes "
+            "from its checkpoint when nothing else changed).",
+            run_id,
+            status,
+            kept,
+        )
+
+    def _prune(self, failed_only: bool) -> dict[str, Any]:
+        """Prune history as ``runs`` says; a problem is a warning, not a failure."""
+        if self._store is None:
+            return {}
+        runs = RunsConfig.from_dict(self._params.get("runs"))
+        try:
+            return self._store.prune(
+                None if failed_only else runs.keep_versions, runs.keep_failed
+            )
+        except Exception:
+            logger.warning("pruning %s failed", self._store.data_dir, exc_info=True)
+            return {}
+
+    def _drop_checkpoints(self, pipeline: Pipeline) -> None:
+        """Delete the checkpoints of the experiments this successful run trained.
+
+        They are kept until the run's outputs are current, so a run that
+        fails after training (evaluation, export, another experiment) resumes
+        from them instead of training again. A folder in use is left alone.
+        """
+        root = (self._params.get("trainer") or {}).get("checkpoint_dir")
+        if not root:
+            return
+        trained = {n.namespace for n in pipeline.nodes if TRAIN_TAG in n.tags}
+        for experiment in sorted(e for e in trained if e):
+            folder = Path(root) / experiment
+            if not folder.is_dir():
+                continue
+            lock = FileLock(folder / ".lock")
+            try:
+                lock.acquire()
+            except LockHeldError:
+                continue
+            lock.release()
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- staging ----------------------------------------------------------------------
     def _stage(
@@ -242,10 +324,14 @@ class RunGuardHook:
         staged: dict[str, str] = {}
         plans = []
         for name in sorted(pipeline.all_outputs()):
+            dataset = catalog.get(name)
+            if dataset is None or isinstance(dataset, MemoryDataset):
+                continue  # in memory: lives and dies with the run
             config = catalog.config_resolver.resolve_pattern(name)
             key = next((k for k in _PATH_KEYS if isinstance(config.get(k), str)), None)
-            if key is None:
-                continue  # in-memory
+            if key is None:  # a nested dataset, a database, an API: not staged
+                outside.append(name)
+                continue
             target = str(config[key])
             if "://" in target and not target.startswith("file://"):
                 outside.append(name)
@@ -265,6 +351,7 @@ class RunGuardHook:
                 "runtime_params": run_params.get("runtime_params") or {},
             },
         )
+        self._begun = True
         with _quiet_catalog():
             for name, config, key, target in plans:
                 current = catalog.get(name)
@@ -296,8 +383,17 @@ class RunGuardHook:
                 )
 
     # -- signals and clean-up ---------------------------------------------------------
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self, runner: str) -> None:
+        """SIGTERM/SIGINT raise :class:`RunInterrupted` inside the run.
+
+        Only with the sequential runner, whose nodes run in this thread: the
+        thread and process pools of the other runners wait for their running
+        nodes before an exception can unwind. With those a signal keeps its
+        default effect (the process ends; the next run files it as killed).
+        """
         if threading.current_thread() is not threading.main_thread():
+            return
+        if runner and "SequentialRunner" not in runner:
             return
 
         def interrupt(signum: int, _frame: Any) -> None:
@@ -305,6 +401,32 @@ class RunGuardHook:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._signals[signum] = signal.signal(signum, interrupt)
+
+    @contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """Let a promotion or a clean-up finish; say so if a signal came meanwhile."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        seen: list[int] = []
+
+        def remember(signum: int, _frame: Any) -> None:
+            seen.append(signum)
+
+        previous = {
+            s: signal.signal(s, remember) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for signum in seen:
+                logger.warning(
+                    "%s arrived while the run's outputs were being moved; that "
+                    "finished first",
+                    signal.Signals(signum).name,
+                )
 
     def _finish(self) -> None:
         for signum, handler in self._signals.items():
@@ -317,23 +439,21 @@ class RunGuardHook:
         self._lock = None
         self._store = None
         self._run_id = None
+        self._begun = False
         self._staged = {}
 
 
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Let a promotion or a clean-up finish even if SIGTERM/SIGINT arrives."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {
-        s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def _check_runs_block(params: Mapping[str, Any], data_dir: Path, project: Path) -> None:
+    """``runs.data_dir`` must name the data folder the catalog writes to."""
+    runs = RunsConfig.from_dict(params.get("runs"))
+    path = Path(runs.data_dir)
+    resolved = Path(os.path.abspath(path if path.is_absolute() else project / path))
+    if resolved != data_dir:
+        raise preflight.PreflightError(
+            f"runs.data_dir is {runs.data_dir!r} but the catalog writes to "
+            f"{data_dir}: set data_dir in globals.yml instead (the catalog and "
+            "runs.data_dir both follow it)"
+        )
 
 
 def _log_recovered(record: Mapping[str, Any]) -> None:

@@ -97,10 +97,25 @@ class MlflowTrackingHook:
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
     ) -> None:
-        """Open one run per experiment namespace that has a training node."""
-        experiments = _trained_experiments(pipeline.nodes)
+        """Open one run per experiment namespace that has a training node.
+
+        A tracking store that cannot be reached or written turns tracking off
+        for this run with one error line; it never stops the run.
+        """
         if not self.enabled:
             return
+        try:
+            self._open_runs(run_params, pipeline)
+        except Exception as exc:
+            logger.error(
+                "MLflow: tracking is off for this run (%s: %s)",
+                type(exc).__name__,
+                " ".join(str(exc).split())[:300],
+            )
+            self._runs = {}
+
+    def _open_runs(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
+        experiments = _trained_experiments(pipeline.nodes)
         if not experiments:
             if self._store_exists():
                 client = self._mlflow_client()
@@ -162,6 +177,13 @@ class MlflowTrackingHook:
         """Attach the data reports, close the runs and say where things are."""
         if not self._runs:
             return
+        try:
+            self._close_runs(catalog)
+        except Exception:  # the run has succeeded; tracking must not fail it
+            logger.exception("MLflow: could not close the runs")
+        self._runs = {}
+
+    def _close_runs(self, catalog: Any) -> None:
         client = self._mlflow_client()
         for exp, run_id in self._runs.items():
             for name, data in self._data_artefacts.items():
@@ -183,9 +205,12 @@ class MlflowTrackingHook:
         if not self._runs:
             return
         status = "KILLED" if isinstance(error, RunInterrupted) else "FAILED"
-        client = self._mlflow_client()
-        for run_id in self._runs.values():
-            client.set_terminated(run_id, status)
+        try:
+            client = self._mlflow_client()
+            for run_id in self._runs.values():
+                client.set_terminated(run_id, status)
+        except Exception:  # never hide the run's own error
+            logger.exception("MLflow: could not mark the runs %s", status)
         self._runs = {}
 
     def _close_dead_runs(self, client: Any, experiment_id: str) -> None:

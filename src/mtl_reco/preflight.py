@@ -189,6 +189,7 @@ def check_run(
     pipeline: Pipeline,
     catalog: Any,
     registered: Mapping[str, Pipeline],
+    load_versions: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Check everything about this run that can be checked before it starts.
 
@@ -197,6 +198,7 @@ def check_run(
         pipeline: The (filtered) pipeline about to run.
         catalog: The run's data catalog.
         registered: Every registered pipeline (which blocks exist).
+        load_versions: ``--load-versions`` of the run.
 
     Returns:
         Notes worth one log line each (e.g. AITM's calibrator being off).
@@ -229,7 +231,7 @@ def check_run(
                     "experiments, or declare a funnel (labels.tasks, labels.funnel)"
                 )
             notes.extend(_notes(exp, params, data))
-    _check_inputs(pipeline, catalog)
+    _check_inputs(pipeline, catalog, params, load_versions or {})
     _check_models_match_data(pipeline, catalog)
     return notes
 
@@ -274,7 +276,12 @@ def _notes(exp: str, params: Mapping[str, Any], data: DatasetTasks) -> list[str]
     return []
 
 
-def _check_inputs(pipeline: Pipeline, catalog: Any) -> None:
+def _check_inputs(
+    pipeline: Pipeline,
+    catalog: Any,
+    params: Mapping[str, Any],
+    load_versions: Mapping[str, str],
+) -> None:
     """Every dataset the run reads but does not write must already exist."""
     missing = []
     for name in sorted(pipeline.inputs()):
@@ -287,6 +294,19 @@ def _check_inputs(pipeline: Pipeline, catalog: Any) -> None:
             continue
         if not dataset.exists():
             where = getattr(dataset, "_filepath", None)
+            if name in load_versions:
+                raise PreflightError(
+                    f"--load-versions: version {load_versions[name]} of '{name}' "
+                    f"does not exist" + (f" ({where})" if where else "")
+                )
+            if name.startswith("scoring_"):
+                experiment = (params.get("score") or {}).get("experiment")
+                raise PreflightError(
+                    f"no trained model for score.experiment={experiment!r}"
+                    + (f" ({where})" if where else "")
+                    + f": train it first (`kedro run --pipeline=train_{experiment}`) "
+                    "or name a trained experiment"
+                )
             missing.append(f"'{name}'" + (f" ({where})" if where else ""))
     if missing:
         raise PreflightError(
@@ -301,23 +321,31 @@ def _check_models_match_data(pipeline: Pipeline, catalog: Any) -> None:
 
     After ``data_processing`` alone has run on new data, the models trained
     before it still exist; evaluating or scoring one on data encoded with the
-    new vocabularies would feed it ids that mean other values.
+    new vocabularies would feed it ids that mean other values. The ONNX model
+    scoring reads is checked itself (a partial run may have retrained the
+    PyTorch model without exporting it again).
     """
+    from mtl_reco.modeling.export import read_description
     from mtl_reco.processing.encoder import model_encoder_mismatch
 
-    specs = sorted(
+    free = pipeline.inputs()
+    models = sorted(
         n
-        for n in pipeline.inputs()
-        if n.endswith(".model_spec") or n == "scoring_model_spec"
+        for n in free
+        if n.endswith((".model_spec", ".onnx_model")) or n == "scoring_model"
     )
-    if not specs or "feature_encoder" in pipeline.all_outputs():
+    if not models or "feature_encoder" in pipeline.all_outputs():
         return
     encoder = _load_if_exists(catalog, "feature_encoder")
     if encoder is None:
         return
-    for name in specs:
-        spec = _load_if_exists(catalog, name)
-        problem = None if spec is None else model_encoder_mismatch(spec, encoder)
+    for name in models:
+        loaded = _load_if_exists(catalog, name)
+        if loaded is None:
+            continue
+        if isinstance(loaded, bytes | bytearray):  # an ONNX model
+            loaded = read_description(loaded).get("provenance") or {}
+        problem = model_encoder_mismatch(loaded, encoder)
         if problem:
             raise PreflightError(f"'{name}': {problem}")
 

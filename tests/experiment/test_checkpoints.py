@@ -33,8 +33,14 @@ def interrupted(root, settings) -> CheckpointFolder:
     folder = CheckpointFolder(root, "mmoe", settings, resume=True)
     where, _ = folder.open()
     (where / "last.pt").write_bytes(b"epoch 2")
-    folder.close(completed=False)
+    folder.close()
     return folder
+
+
+def test_code_digest_is_stable_and_names_the_modeling_source():
+    from mtl_reco.experiment.checkpoints import code_digest
+
+    assert code_digest() == code_digest() and len(code_digest()) == 16
 
 
 def test_key_leaves_out_only_what_cannot_change_the_result():
@@ -52,8 +58,8 @@ def test_identical_settings_resume(tmp_path):
     where, resumable = folder.open()
     assert where == tmp_path / "mmoe" and resumable
     assert (where / "last.pt").read_bytes() == b"epoch 2"
-    folder.close(completed=True)
-    assert not (tmp_path / "mmoe").exists()
+    folder.close()
+    assert (tmp_path / "mmoe" / "last.pt").exists()  # the run guard deletes it
 
 
 def test_any_difference_starts_fresh_and_says_which_keys(tmp_path, caplog):
@@ -67,12 +73,12 @@ def test_any_difference_starts_fresh_and_says_which_keys(tmp_path, caplog):
     assert "trainer.optimizer.lr: 0.005 -> 0.05" in caplog.text
     assert "data.valid: bbb -> ccc" in caplog.text
     assert "starting fresh" in caplog.text
-    folder.close(completed=False)
+    folder.close()
     # the new settings are the folder's now: the same rerun would resume
     again = CheckpointFolder(tmp_path, "mmoe", changed, resume=True)
     (tmp_path / "mmoe" / "last.pt").write_bytes(b"epoch 1")
     assert again.open()[1]
-    again.close(completed=False)
+    again.close()
 
 
 def test_resume_off_never_resumes(tmp_path):
@@ -80,7 +86,7 @@ def test_resume_off_never_resumes(tmp_path):
     folder = CheckpointFolder(tmp_path, "mmoe", key(), resume=False)
     assert folder.open()[1] is False
     assert not (tmp_path / "mmoe" / "last.pt").exists()
-    folder.close(completed=False)
+    folder.close()
 
 
 HOLD = """
@@ -110,7 +116,7 @@ def test_a_folder_in_use_by_a_live_run_is_never_picked_up(tmp_path, caplog):
             and "does not resume from it" in caplog.text
         )
         assert (tmp_path / "mmoe" / "last.pt").read_bytes() == b"epoch 2"  # untouched
-        folder.close(completed=True)
+        folder.close()  # the private folder goes; the live run's stays
         assert not where.exists() and (tmp_path / "mmoe" / "last.pt").exists()
     finally:
         live.kill()

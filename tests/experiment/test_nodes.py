@@ -100,8 +100,8 @@ def trained(tmp_path_factory):
     return frames, state, spec, history, ckpt
 
 
-def test_train_returns_state_spec_history_and_cleans_checkpoints(trained):
-    _, state, spec, history, ckpt = trained
+def test_train_returns_state_spec_history_and_keeps_its_final_checkpoint(trained):
+    frames, state, spec, history, ckpt = trained
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert spec["model"] == "esmm" and spec["weighting"]["name"] == "uwl"
     assert spec["tasks"] == ["ctr", "ctcvr"]
@@ -109,8 +109,26 @@ def test_train_returns_state_spec_history_and_cleans_checkpoints(trained):
     assert 1 <= len(history["epochs"]) <= 3
     assert history["best_epoch"] == spec["best_epoch"]
     assert set(history["epochs"][0]["weights"]) == {"ctr", "ctcvr"}
-    # a completed run leaves no checkpoint behind (the next nightly run starts fresh)
-    assert list(ckpt.iterdir()) == []
+    # the final checkpoint stays until the whole run has succeeded (the run
+    # guard deletes it then): a run failing after training resumes from it
+    folder = ckpt / "esmm-uwl"  # no experiment name outside a pipeline
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".lock",
+        "last.pt",
+        "settings.json",
+    ]
+    config = TrainerConfig.from_dict({**TRAINER.to_dict(), "checkpoint_dir": str(ckpt)})
+    again, _, rerun = train_model(
+        FrameTable(frames["train"]),
+        FrameTable(frames["valid"]),
+        _schema().to_dict(),
+        ModelSpec(name="esmm", params={"ctr_dims": [16], "cvr_dims": [16]}),
+        WeightingSpec(name="uwl"),
+        config,
+    )
+    assert rerun["resumed_from"] == history["epochs_run"]  # nothing trained again
+    assert all(torch.equal(state[k], again[k]) for k in state)
+    assert rerun["epochs"] == history["epochs"]
     # the spec rebuilds the same network
     model = rebuild_model(state, spec)
     assert model.output_names == ("ctr", "ctcvr", "cvr")

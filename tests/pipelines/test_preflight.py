@@ -144,3 +144,76 @@ def test_a_held_lock_turns_the_run_away(project):
     assert not any((project / "data").rglob("*.parquet"))
     run_session(project, pipeline="data_processing")  # free again: it runs
     assert (project / "data/05_model_input/encoded_train.parquet").is_file()
+
+
+def _promoting_run(project, run_id: str, rel: str):
+    """A run that died while promoting: ``rel`` is still in its staging folder."""
+    import json
+
+    from mtl_reco.runs import RunStore
+
+    store = RunStore(project / "data")
+    store.begin(run_id, {"command": "kedro run (killed while promoting)"})
+    staged = store.staged_path(run_id, project / "data" / rel)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    (project / "data" / rel).replace(staged)
+    record_file = store.run_dir(run_id) / "run.json"
+    record = json.loads(record_file.read_text())
+    record["status"] = "promoting"
+    record_file.write_text(json.dumps(record))
+    return store
+
+
+def test_dead_runs_are_recovered_before_the_checks_read_the_inputs(project):
+    from kedro.framework.project import configure_project
+    from kedro.framework.session import KedroSession
+
+    run_session(project, pipeline="data_processing")
+    store = _promoting_run(
+        project, "2020-01-01T00.00.00.000Z", "05_model_input/encoded_train.parquet"
+    )
+    assert not (project / "data/05_model_input/encoded_train.parquet").exists()
+    configure_project("mtl_reco")
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run(pipeline_names=["train_mmoe"], from_nodes=["mmoe.train"])
+    assert (project / "data/05_model_input/encoded_train.parquet").is_file()
+    statuses = {r["run_id"]: r["status"] for r in store.history()}
+    assert statuses["2020-01-01T00.00.00.000Z"] == "succeeded"
+
+
+def test_a_promotion_that_cannot_complete_moves_nothing(project):
+    from mtl_reco.runs import StoreError
+
+    run_session(project, pipeline="data_processing")
+    report = project / "data/08_reporting/label_report.json"
+
+    def current() -> dict:
+        return {p: p.read_bytes() for p in (project / "data").glob("0*/*.parquet")}
+
+    before = current()
+    report.unlink()
+    report.mkdir()  # a folder where the run will want to put its file
+    with pytest.raises(StoreError, match="a folder is in the way"):
+        run_session(
+            project,
+            {"sources": {"simulated": {"n_rows": 3000}}},
+            pipeline="data_processing",
+        )
+    assert current() == before and before
+    assert not any((project / "data/.staging").iterdir())  # nothing half-promoted
+    (kept,) = (project / "data/failed_runs").iterdir()
+    assert (kept / "outputs/08_reporting/label_report.json").is_file()
+    report.rmdir()
+    run_session(project, pipeline="data_processing")  # the folder is not blocked
+    assert report.is_file()
+
+
+def test_an_unreachable_tracking_store_does_not_stop_or_block_the_run(project):
+    run_session(
+        project,
+        {"tracking": {"tracking_uri": "sqlite:////proc/no/such/dir/mlflow.db"}},
+        pipeline="train_mmoe",
+    )
+    assert (project / "data/05_model_input/encoded_train.parquet").is_file()
+    assert not any((project / "data/.staging").iterdir())
+    assert FileLock(project / "data" / ".run.lock").acquire() is None  # released

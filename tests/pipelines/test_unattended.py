@@ -498,5 +498,47 @@ def test_a_model_never_reads_data_of_another_encoder(project):
         )
         assert "Running node" not in proc.stderr
     assert checksums(project) == before
-    ok(kedro(project, "--pipeline=train_mmoe", "--env", "test"))  # retrained
+    # retrained but not exported again: the ONNX model itself is checked
+    ok(
+        kedro(
+            project,
+            "--pipeline=train_mmoe",
+            "--env",
+            "test",
+            "--to-nodes=mmoe.train",
+            "--params",
+            "sources.simulated.n_rows=8000",
+        )
+    )
+    proc = kedro(project, "--pipeline=score", "--env", "test")
+    assert proc.returncode == 1
+    assert error_line(proc).startswith("error: 'scoring_model': the model was trained")
+    ok(kedro(project, "--pipeline=train_mmoe", "--env", "test"))  # retrained, exported
     ok(kedro(project, "--pipeline=score", "--env", "test"))
+
+
+def test_a_run_failing_after_training_resumes_without_training_again(project):
+    args = ("--pipeline=train_mmoe", "--env", "test")
+    proc = kedro(project, *args, "--params", "export.tolerance=1e-30")
+    assert proc.returncode == 1
+    assert "error: ONNX export of mmoe differs from PyTorch by" in error_line(proc)
+    assert (project / "data/06_models/checkpoints/mmoe/last.pt").is_file()
+    out = ok(kedro(project, *args))
+    assert "resumed from data/06_models/checkpoints/mmoe/last.pt (epoch " in out
+    assert "mtl_reco.modeling.trainer: epoch " not in out  # nothing trained again
+    assert not (project / "data/06_models/checkpoints/mmoe").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--pipeline=trian_mmoe",), "Failed to find the pipeline named 'trian_mmoe'"),
+        (("--env", "tst"), "conf/tst"),
+        (("--pipeline=train_mmoe", "--from-nodes=mmoe.evaluat"), "mmoe.evaluat"),
+    ],
+)
+def test_mistyped_run_arguments_are_one_line(tmp_path, args, message):
+    project = copy_project(tmp_path / "project")
+    proc = kedro(project, *args)
+    assert proc.returncode == 1
+    assert message in error_line(proc) and "Traceback" not in proc.stderr

@@ -6,17 +6,23 @@ the folder ``<checkpoint_dir>/<experiment>/`` holds ``settings.json``, the
 flattened settings that made the checkpoint -- the whole trainer
 configuration except what cannot change the result (:data:`NOT_IN_KEY`), the
 model and weighting specs, the feature schema, content hashes of the encoded
-train and valid splits, the resolved device and the PyTorch version. A run
-resumes only when its settings are identical; otherwise it logs which keys
-differ and starts fresh.
+train and valid splits, the resolved device, the PyTorch version and a hash
+of the modelling code (:func:`code_digest`: after an update the old
+checkpoint is not resumed). A run resumes only when its settings are
+identical; otherwise it logs which keys differ and starts fresh.
 
-A folder in use by a live run (its ``.lock`` is held, see
-:class:`mtl_reco.runs.FileLock`) is never picked up: a second run trains
-without resuming, in a folder of its own.
+The folder outlives the training node: a run that fails later (evaluation,
+export, another experiment) resumes from the final checkpoint at no cost.
+The run guard deletes it once the run's outputs are current
+(:mod:`mtl_reco.guard`). A folder in use by a live run (its ``.lock`` is
+held, see :class:`mtl_reco.runs.FileLock`) is never picked up: a second run
+trains without resuming, in a private folder deleted when it ends.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import mtl_reco.modeling
 from mtl_reco.runs import FileLock, LockHeldError
 from mtl_reco.typed_config import flatten
 
@@ -46,6 +53,17 @@ def resume_key(trainer: Mapping[str, Any], **parts: Any) -> dict[str, Any]:
     """
     kept = {k: v for k, v in trainer.items() if k not in NOT_IN_KEY}
     return flatten({"trainer": kept, **parts})
+
+
+@functools.cache
+def code_digest() -> str:
+    """Hash of the modelling library's source (models, weighting, trainer)."""
+    digest = hashlib.sha256()
+    root = Path(mtl_reco.modeling.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 8) -> str:
@@ -76,8 +94,7 @@ class CheckpointFolder:
         resume: ``trainer.resume``; ``False`` never resumes.
 
     Use :meth:`open` before training (it says where to checkpoint and whether
-    resuming is allowed), :meth:`close` after (``completed=True`` deletes the
-    folder, so the next scheduled run starts fresh).
+    resuming is allowed) and :meth:`close` after, however training ended.
     """
 
     def __init__(
@@ -89,6 +106,7 @@ class CheckpointFolder:
         self.settings = json.loads(json.dumps(dict(settings), default=str))
         self.resume = resume
         self.folder = self.root / experiment
+        self._private = False
         self._lock: FileLock | None = None
 
     def open(self) -> tuple[Path, bool]:
@@ -109,6 +127,7 @@ class CheckpointFolder:
                 private,
             )
             self.folder = private
+            self._private = True
             lock = FileLock(self.folder / LOCK_FILE, f"checkpoint folder {private}")
             lock.acquire()
             (self.folder / "last.pt").unlink(missing_ok=True)
@@ -138,10 +157,10 @@ class CheckpointFolder:
         self._write_settings()
         return self.folder, resumable
 
-    def close(self, completed: bool) -> None:
-        """Release the folder; delete it when training completed."""
+    def close(self) -> None:
+        """Release the folder (a private one is deleted; the shared one stays)."""
         lock, self._lock = self._lock, None
-        if completed:
+        if self._private:
             shutil.rmtree(self.folder, ignore_errors=True)
         if lock is not None:
             lock.release()

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from mtl_reco.experiment.checkpoints import CheckpointFolder, resume_key
+from mtl_reco.experiment.checkpoints import CheckpointFolder, code_digest, resume_key
 from mtl_reco.experiment.config import EvaluationConfig, ExportConfig
 from mtl_reco.modeling.config import ModelSpec, TrainerConfig, WeightingSpec
 from mtl_reco.modeling.data import TensorTable
@@ -97,8 +97,8 @@ def train_model(
     weighting settings, the feature schema and the content of the encoded
     train/valid splits are exactly those the checkpoint was made with
     (otherwise the differing keys are logged and training starts fresh). The
-    folder is removed once training completes, so the next scheduled run
-    starts fresh.
+    folder stays after training, so a run that fails later resumes from the
+    final checkpoint; the run guard deletes it once the run has succeeded.
 
     Args:
         encoded_train: Encoded train split.
@@ -143,6 +143,7 @@ def train_model(
             },
             device=str(resolve_device(trainer.device)),
             torch=torch.__version__,
+            code=code_digest(),
         )
         folder = CheckpointFolder(
             Path(trainer.checkpoint_dir),
@@ -156,12 +157,9 @@ def train_model(
         )
     try:
         result = train(net, train_table, valid_table, strategy, config)
-    except BaseException:
+    finally:
         if folder is not None:
-            folder.close(completed=False)
-        raise
-    if folder is not None:
-        folder.close(completed=True)
+            folder.close()
     spec = {
         **net.spec(),
         "experiment": experiment,
@@ -277,7 +275,15 @@ def export_model(
         table = table.subset(torch.arange(min(len(table), export.parity_rows)))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        description = export_onnx(model, path, opset=export.opset)
+        description = export_onnx(
+            model,
+            path,
+            opset=export.opset,
+            provenance={
+                "experiment": model_spec.get("experiment"),
+                "encoder": model_spec.get("encoder"),
+            },
+        )
         overall = check_parity(model, path, table, max_rows=None)
         per_batch = {
             str(size): check_parity(model, path, table, max_rows=None, batch_size=size)

@@ -43,6 +43,7 @@ __all__ = [
     "OnnxPredictor",
     "check_parity",
     "export_onnx",
+    "read_description",
     "sanitize_name",
 ]
 
@@ -196,6 +197,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     example_batch: Batch | tuple[torch.Tensor, torch.Tensor] | None = None,
     exporter: Literal["auto", "dynamo", "legacy"] = "auto",
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` to a single ONNX file with per-feature inputs.
 
@@ -210,13 +212,17 @@ def export_onnx(
         exporter: ``auto`` tries the dynamo exporter (``torch.onnx.export``
             with ``dynamo=True``) and falls back to the legacy TorchScript
             exporter if it fails; ``dynamo``/``legacy`` force one.
+        provenance: JSON-able facts stored with the description (e.g. the
+            experiment and the feature encoder the model was trained with),
+            read back by :func:`read_description`.
 
     Returns:
         The I/O description (also stored in the file's metadata under
         :data:`METADATA_KEY`): ``inputs`` (sanitised ``name``, original
         ``feature``, ``kind``, ``dtype``), ``outputs`` (sanitised ``name``,
         model ``output``, ``kind`` probability/value, ``loss_head``),
-        ``name_map`` (sanitised -> original), ``opset``, ``exporter`` used.
+        ``name_map`` (sanitised -> original), ``opset``, ``exporter`` used,
+        ``provenance``.
 
     Raises:
         ExportError: When no exporter succeeds.
@@ -268,6 +274,7 @@ def export_onnx(
         model.train(was_training)
         registry_log.setLevel(previous_level)
     description["exporter"] = used
+    description["provenance"] = dict(provenance or {})
     proto = onnx.load(str(target))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -336,6 +343,29 @@ def _export_legacy(
     )
 
 
+def read_description(source: str | PathLike[str] | bytes) -> dict[str, Any]:
+    """The description :func:`export_onnx` stored in a model (file or bytes).
+
+    Raises:
+        ExportError: The model was not written by :func:`export_onnx`.
+    """
+    import onnx
+
+    if isinstance(source, bytes | bytearray):
+        proto, where = onnx.load_from_string(bytes(source)), "the given model bytes"
+    else:
+        proto = onnx.load(str(source), load_external_data=False)
+        where = str(source)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ExportError(
+            f"{where} has no {METADATA_KEY!r} metadata: it was not written "
+            "by mtl_reco.modeling.export.export_onnx"
+        )
+    description: dict[str, Any] = json.loads(meta[METADATA_KEY])
+    return description
+
+
 class OnnxPredictor:
     """Scores rows with an ONNX file written by :func:`export_onnx`.
 
@@ -358,7 +388,6 @@ class OnnxPredictor:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
-        import onnx
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -368,24 +397,14 @@ class OnnxPredictor:
 
         source = bytes(path) if isinstance(path, bytes | bytearray) else None
         self.path = None if source is not None else Path(path)  # type: ignore[arg-type]
-        where = "the given model bytes" if source is not None else str(self.path)
         self.session = ort.InferenceSession(
             source if source is not None else str(self.path),
             sess_options=options,
             providers=list(providers or ["CPUExecutionProvider"]),
         )
-        proto = (
-            onnx.load_from_string(source)
-            if source is not None
-            else onnx.load(str(self.path), load_external_data=False)
+        self.description = read_description(
+            source if source is not None else str(self.path)
         )
-        meta = {p.key: p.value for p in proto.metadata_props}
-        if METADATA_KEY not in meta:
-            raise ExportError(
-                f"{where} has no {METADATA_KEY!r} metadata: it was not written "
-                "by mtl_reco.modeling.export.export_onnx"
-            )
-        self.description: dict[str, Any] = json.loads(meta[METADATA_KEY])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._graph_outputs = [o.name for o in self.session.get_outputs()]
         self.output_names = [o["output"] for o in self.description["outputs"]]

@@ -606,23 +606,31 @@ def encoder_digest(artefact: Mapping[str, Any]) -> str:
 
 
 def model_encoder_mismatch(
-    model_spec: Mapping[str, Any], feature_encoder: Mapping[str, Any]
+    provenance: Mapping[str, Any], feature_encoder: Mapping[str, Any]
 ) -> str | None:
     """Why a trained model must not read data made by ``feature_encoder``.
 
-    ``None`` when the model was trained with this very encoder (or its spec
-    predates the record). Otherwise one line: the data folder's encoder was
-    refitted (e.g. ``data_processing`` ran on new data) after the model was
-    trained, so its ids mean other values than the model learnt.
+    Args:
+        provenance: What the model recorded when it was trained or exported:
+            its ``model_spec``, or the ``provenance`` of its ONNX description
+            (``encoder``: the digest; ``experiment``: its name).
+        feature_encoder: The current ``feature_encoder`` artefact.
+
+    Returns:
+        ``None`` when the model was trained with this very encoder (or
+        predates the record). Otherwise one line: the data folder's encoder
+        was refitted (e.g. ``data_processing`` ran on new data) after the
+        model was trained, so its ids mean other values than the model learnt.
     """
-    recorded = model_spec.get("encoder")
+    recorded = provenance.get("encoder")
     if not recorded or recorded == encoder_digest(feature_encoder):
         return None
+    experiment = provenance.get("experiment") or "<experiment>"
     return (
         f"the model was trained with feature encoder {recorded}, but the current "
         f"feature_encoder is {encoder_digest(feature_encoder)} (data processing "
         "ran again since); retrain it on the current data "
-        f"(`kedro run --pipeline=train_{model_spec.get('experiment', '<experiment>')}`)"
+        f"(`kedro run --pipeline=train_{experiment}`)"
     )
 
 

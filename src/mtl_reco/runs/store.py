@@ -142,17 +142,26 @@ class RunStore:
     def promote(self, run_id: str) -> list[str]:
         """Move everything run ``run_id`` wrote into place; record its success.
 
+        Every destination is checked before the first file moves (same
+        filesystem as the staging folder, nothing of another kind in the
+        way), so a promotion that cannot complete fails with nothing moved.
+
         Returns:
             The promoted files, relative to the data folder.
+
+        Raises:
+            StoreError: A destination cannot take its file (nothing moved).
         """
         folder = self.run_dir(run_id)
         record = self._record(folder)
-        record["status"] = "promoting"
-        _write_json(folder / RUN_FILE, record)
+        if record.get("status") != "promoting":
+            self._check_destinations(folder / OUTPUTS)
+            record["status"] = "promoting"
+            _write_json(folder / RUN_FILE, record)
         moved = self._move_outputs(folder / OUTPUTS)
         record.update(status="succeeded", ended=_now(), files=len(moved))
         self._append_history(record)
-        shutil.rmtree(folder)
+        self._discard(folder)
         return moved
 
     def fail(self, run_id: str, status: str, error: str) -> Path:
@@ -191,9 +200,19 @@ class RunStore:
             return []
         done = []
         for folder in sorted(p for p in self.staging_root.iterdir() if p.is_dir()):
+            if folder.name.startswith("."):  # discarded, not yet deleted
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
             record = self._record(folder)
             if record.get("status") == "promoting":
-                self.promote(folder.name)
+                try:
+                    self.promote(folder.name)
+                except OSError as exc:
+                    raise StoreError(
+                        f"run {folder.name} had succeeded but making its outputs "
+                        f"current stopped half-way and cannot be finished ({exc}); "
+                        f"fix the cause, then rerun (its files are in {folder})"
+                    ) from exc
                 record["status"] = "succeeded"
                 record["recovered"] = "promotion finished by a later run"
             else:
@@ -283,8 +302,51 @@ class RunStore:
             moved.append(rel.as_posix())
         return moved
 
+    def _check_destinations(self, outputs: Path) -> None:
+        """Raise :class:`StoreError` unless every staged file can be renamed in."""
+        if not outputs.is_dir():
+            return
+        device = outputs.stat().st_dev
+        for src in sorted(outputs.rglob("*")):
+            if src.is_dir():
+                continue
+            dst = self.data_dir / src.relative_to(outputs)
+            if dst.is_dir():
+                raise StoreError(
+                    f"cannot make {dst} current: a folder is in the way of the file "
+                    "this run wrote (was the catalog entry's `versioned` changed?); "
+                    "move it aside and rerun"
+                )
+            existing = dst.parent
+            while not existing.exists():
+                existing = existing.parent
+            if existing.is_file() or not existing.is_dir():
+                raise StoreError(
+                    f"cannot make {dst} current: {existing} is a file, not a folder "
+                    "(was the catalog entry's `versioned` changed?); move it aside "
+                    "and rerun"
+                )
+            if existing.stat().st_dev != device:
+                raise StoreError(
+                    f"cannot make {dst} current: {existing} is on another "
+                    f"filesystem than {self.staging_root} (a link or mount inside "
+                    "the data folder); keep the data folder on one filesystem"
+                )
+
+    def _discard(self, folder: Path) -> None:
+        """Remove a finished staging folder (renamed first: no half-deleted run)."""
+        trash = folder.with_name(f".{folder.name}.done")
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
     def _append_history(self, record: Mapping[str, Any]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        run_id = record.get("run_id")
+        if any(
+            r.get("run_id") == run_id and r.get("status") == record.get("status")
+            for r in self.history()
+        ):
+            return  # recorded before a crash: once is enough
         with self.history_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
             handle.flush()

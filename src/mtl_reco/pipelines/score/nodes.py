@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 def score_new_data(
     feature_encoder: dict[str, Any],
     scoring_model: bytes,
-    scoring_model_spec: dict[str, Any],
     raw_schema: dict[str, Any],
     score: ScoreConfig,
     validation: ValidationConfig,
@@ -44,9 +43,8 @@ def score_new_data(
 
     Args:
         feature_encoder: The fitted encoder (JSON).
-        scoring_model: The experiment's ONNX model (bytes).
-        scoring_model_spec: Its ``model_spec`` (names the encoder it was
-            trained with; a model never scores through another encoder).
+        scoring_model: The experiment's ONNX model (bytes); it names the
+            encoder it was trained with, and never scores through another.
         raw_schema: Raw schema of the training data (``raw_schema`` record).
         score: What to score and the allowed share of rejected rows.
         validation: Rule severities of the training validation.
@@ -63,11 +61,12 @@ def score_new_data(
         ScoringError: No rows, a missing feature column or a failed hard
             schema check; the message names the file and the column.
     """
-    mismatch = model_encoder_mismatch(scoring_model_spec, feature_encoder)
+    predictor = OnnxPredictor(scoring_model)
+    provenance = predictor.description.get("provenance") or {}
+    mismatch = model_encoder_mismatch(provenance, feature_encoder)
     if mismatch:
         raise ScoringError(f"experiment {score.experiment!r}: {mismatch}")
     encoder = FeatureEncoder.from_dict(feature_encoder)
-    predictor = OnnxPredictor(scoring_model)
     scoring = open_scoring_input(score.source, score.options, raw_schema)
     validator, stats = prepare_scoring(
         scoring,

@@ -26,7 +26,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 inputs=[
                     "feature_encoder",
                     "scoring_model",
-                    "scoring_model_spec",
                     "raw_schema",
                     "params:score",
                     "params:validation",
