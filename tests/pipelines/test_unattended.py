@@ -412,7 +412,15 @@ def test_partial_pipelines_read_the_current_artefacts(project):
     fresh = copy_project(project.parent / "fresh")
     proc = kedro(fresh, "--pipeline=score", "--env", "test")
     assert proc.returncode == 1
-    assert "do not exist yet" in error_line(proc) and "'feature_encoder'" in proc.stderr
+    assert error_line(proc).startswith(
+        "error: no trained model for score.experiment='mmoe'"
+    )
+    assert "train it first (`kedro run --pipeline=train_mmoe`)" in error_line(proc)
+    proc = kedro(
+        fresh, "--pipeline=train_mmoe", "--env", "test", "--from-nodes=mmoe.train"
+    )
+    assert proc.returncode == 1
+    assert "do not exist yet" in error_line(proc) and "'encoded_train'" in proc.stderr
 
 
 def test_prune_keeps_the_newest_versions(project):
