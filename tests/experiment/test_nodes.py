@@ -81,6 +81,18 @@ TRAINER = TrainerConfig(
 )
 
 
+def _train(frames, config):
+    """The ESMM experiment of these tests, trained with ``config``."""
+    return train_model(
+        FrameTable(frames["train"]),
+        FrameTable(frames["valid"]),
+        _schema().to_dict(),
+        ModelSpec(name="esmm", params={"ctr_dims": [16], "cvr_dims": [16]}),
+        WeightingSpec(name="uwl"),
+        config,
+    )
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     frames = {
@@ -89,14 +101,7 @@ def trained(tmp_path_factory):
     }
     ckpt = tmp_path_factory.mktemp("ckpt")
     config = TrainerConfig.from_dict({**TRAINER.to_dict(), "checkpoint_dir": str(ckpt)})
-    state, spec, history = train_model(
-        FrameTable(frames["train"]),
-        FrameTable(frames["valid"]),
-        _schema().to_dict(),
-        ModelSpec(name="esmm", params={"ctr_dims": [16], "cvr_dims": [16]}),
-        WeightingSpec(name="uwl"),
-        config,
-    )
+    state, spec, history = _train(frames, config)
     return frames, state, spec, history, ckpt
 
 
@@ -118,14 +123,7 @@ def test_train_returns_state_spec_history_and_keeps_its_final_checkpoint(trained
         "settings.json",
     ]
     config = TrainerConfig.from_dict({**TRAINER.to_dict(), "checkpoint_dir": str(ckpt)})
-    again, _, rerun = train_model(
-        FrameTable(frames["train"]),
-        FrameTable(frames["valid"]),
-        _schema().to_dict(),
-        ModelSpec(name="esmm", params={"ctr_dims": [16], "cvr_dims": [16]}),
-        WeightingSpec(name="uwl"),
-        config,
-    )
+    again, _, rerun = _train(frames, config)
     assert rerun["resumed_from"] == history["epochs_run"]  # nothing trained again
     assert all(torch.equal(state[k], again[k]) for k in state)
     assert rerun["epochs"] == history["epochs"]
@@ -136,14 +134,7 @@ def test_train_returns_state_spec_history_and_keeps_its_final_checkpoint(trained
 
 def test_training_is_seeded(trained):
     frames, state, *_ = trained
-    state2, *_ = train_model(
-        FrameTable(frames["train"]),
-        FrameTable(frames["valid"]),
-        _schema().to_dict(),
-        ModelSpec(name="esmm", params={"ctr_dims": [16], "cvr_dims": [16]}),
-        WeightingSpec(name="uwl"),
-        TRAINER,
-    )
+    state2, *_ = _train(frames, TRAINER)
     assert all(torch.equal(state[k], state2[k]) for k in state)
 
 
