@@ -47,13 +47,13 @@ from kedro.pipeline import Pipeline
 
 from mtl_reco import preflight
 from mtl_reco.datasets.staged import StagedDataset
+from mtl_reco.experiment import trained_experiments
 from mtl_reco.runs import FileLock, Holder, LockHeldError, RunStore, StoreError
 from mtl_reco.runs.config import RunsConfig
 
 logger = logging.getLogger(__name__)
 
 _PATH_KEYS = ("filepath", "path")
-TRAIN_TAG = "training"
 _RUNNER_LOGGERS = (
     "kedro.runner.runner",
     "kedro.runner.sequential_runner",
@@ -296,8 +296,7 @@ class RunGuardHook:
         root = (self._params.get("trainer") or {}).get("checkpoint_dir")
         if not root:
             return
-        trained = {n.namespace for n in pipeline.nodes if TRAIN_TAG in n.tags}
-        for experiment in sorted(e for e in trained if e):
+        for experiment in trained_experiments(pipeline.nodes):
             folder = Path(root) / experiment
             if not folder.is_dir():
                 continue
@@ -321,7 +320,6 @@ class RunGuardHook:
         """Point every output inside the data folder at the run's staging folder."""
         load_versions = run_params.get("load_versions") or {}
         outside: list[str] = []
-        staged: dict[str, str] = {}
         plans = []
         for name in sorted(pipeline.all_outputs()):
             dataset = catalog.get(name)
@@ -340,7 +338,7 @@ class RunGuardHook:
             if not store.holds(target):
                 outside.append(name)
                 continue
-            plans.append((name, dict(config), key, target))
+            plans.append((name, dataset, dict(config), key, target))
         store.begin(
             run_id,
             {
@@ -353,8 +351,7 @@ class RunGuardHook:
         )
         self._begun = True
         with _quiet_catalog():
-            for name, config, key, target in plans:
-                current = catalog.get(name)
+            for name, current, config, key, target in plans:
                 staged_config = {
                     **config,
                     key: store.staged_path(run_id, target).as_posix(),
@@ -365,11 +362,10 @@ class RunGuardHook:
                 )
                 catalog[name] = StagedDataset(staged_dataset, current)
                 self._staged[name] = (config, version)
-                staged[name] = staged_config[key]
         logger.info(
             "run %s: %d output(s) staged in %s until the run succeeds",
             run_id,
-            len(staged),
+            len(plans),
             store.run_dir(run_id),
         )
         return outside

@@ -39,6 +39,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
+from mtl_reco.experiment import trained_experiments
 from mtl_reco.typed_config import flatten, plain
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ ONNX_MODEL = "onnx_model"
 ONNX_PARITY = "onnx_parity"
 # Data-side artefacts attached to every experiment run.
 DATA_REPORTS = ("validation_report", "label_report", "split_report", "feature_schema")
-TRAIN_TAG = "training"
 DATA_DIR_TAG = "mtl_reco.data_dir"
 HOST_TAG = "mtl_reco.host"
 
@@ -115,7 +115,7 @@ class MlflowTrackingHook:
             self._runs = {}
 
     def _open_runs(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
-        experiments = _trained_experiments(pipeline.nodes)
+        experiments = trained_experiments(pipeline.nodes)
         if not experiments:
             if self._store_exists():
                 client = self._mlflow_client()
@@ -358,11 +358,3 @@ def _log_metrics(
     metrics = [Metric(k[:250], v, now, step) for k, v in items]
     for start in range(0, len(metrics), 500):
         client.log_batch(run_id, metrics=metrics[start : start + 500])
-
-
-def _trained_experiments(nodes: Iterable[Node]) -> list[str]:
-    found: list[str] = []
-    for node in nodes:
-        if TRAIN_TAG in node.tags and node.namespace and node.namespace not in found:
-            found.append(node.namespace)
-    return found

@@ -36,12 +36,12 @@ from typing import Any
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 
+from mtl_reco.experiment import trained_experiments
+
 logger = logging.getLogger(__name__)
 
 HOOK_BLOCKS = frozenset({"tracking", "runs"})
 """Top-level parameter blocks read by hooks rather than by nodes."""
-
-TRAIN_TAG = "training"
 
 
 class PreflightError(ValueError):
@@ -209,9 +209,7 @@ def check_run(
     _check_blocks(params, registered)
     nodes = pipeline.nodes
     reads = {i for n in nodes for i in n.inputs}
-    experiments = list(
-        dict.fromkeys(n.namespace for n in nodes if TRAIN_TAG in n.tags and n.namespace)
-    )
+    experiments = trained_experiments(nodes)
     data: DatasetTasks | None = None
     if "params:dataset" in reads or "params:sources" in reads:
         data = configured_tasks(params)

@@ -15,4 +15,19 @@ The template lives outside ``mtl_reco.pipelines`` on purpose: Kedro's
 template must not be runnable.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 EXPERIMENTS: tuple[str, ...] = ("shared_bottom", "esmm", "mmoe", "ple", "aitm")
+
+TRAIN_TAG = "training"
+"""Tag of every experiment's training node."""
+
+
+def trained_experiments(nodes: Iterable[Any]) -> list[str]:
+    """The experiments (namespaces) whose training node is among ``nodes``, in order."""
+    return list(
+        dict.fromkeys(n.namespace for n in nodes if TRAIN_TAG in n.tags and n.namespace)
+    )

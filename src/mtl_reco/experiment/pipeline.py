@@ -16,6 +16,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from mtl_reco.experiment import TRAIN_TAG
 from mtl_reco.experiment.nodes import evaluate_experiment, export_model, train_model
 
 # Inputs every experiment shares (not namespaced).
@@ -27,7 +28,6 @@ SHARED_PARAMETERS = {
     "params:dataset",
 }
 
-TRAIN_TAG = "training"
 EVALUATE_TAG = "evaluation"
 EXPORT_TAG = "export"
 
