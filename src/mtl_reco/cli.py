@@ -16,6 +16,7 @@ the traceback. Anything else (a bug) still shows its full traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -94,9 +95,37 @@ def run(ctx: click.Context, verbose: bool, **kwargs: Any) -> Any:
             raise
         if verbose:
             traceback.print_exception(cause, limit=-6, file=sys.stderr)
-        click.echo(f"error: {one_line(cause)}", err=True)
+        click.echo(f"error: {_parameter_errors(cause) or one_line(cause)}", err=True)
         code = 128 + cause.signum if isinstance(cause, RunInterrupted) else 1
         sys.exit(code)
+
+
+_KEDRO_PARAMETER_ERROR = re.compile(
+    r"^- Parameter '(?P<key>[^']+)': (?:Failed to instantiate \w+ for parameter "
+    r"'[^']+': )?(?P<message>.*)$"
+)
+
+
+def _parameter_errors(cause: BaseException) -> str | None:
+    """Kedro's parameter validation failure as one line (``None``: not one).
+
+    Kedro validates typed ``params:`` inputs (our pydantic models) before
+    the run and reports every failure as ``Parameter validation failed:`` and
+    one ``- Parameter 'trainer': Failed to instantiate TrainerConfig for
+    parameter 'trainer': <ConfigError>`` line each; that becomes
+    ``trainer: <ConfigError>`` (several joined by ``; ``).
+    """
+    from kedro.validation.exceptions import ParameterValidationError
+
+    if isinstance(cause, ParameterValidationError):
+        parts = [
+            f"{m['key']}: {m['message']}"
+            for line in str(cause).splitlines()
+            if (m := _KEDRO_PARAMETER_ERROR.match(line.strip()))
+        ]
+        if parts:
+            return " ".join("; ".join(parts).split())
+    return None
 
 
 def _known_cause(
@@ -132,7 +161,7 @@ def _known_cause(
 def _kedro_usage_error(error: BaseException) -> bool:
     """A bad ``kedro run`` argument, reported by Kedro before any node runs.
 
-    An unknown ``--pipeline`` or ``--from-nodes`` name, ``--tags`` that
+    An unknown ``--pipelines`` or ``--from-nodes`` name, ``--tags`` that
     select no node, an unknown ``--env`` or ``--runner``: Kedro raises a
     ``ValueError``, ``KeyError``, ``AttributeError`` or its configuration
     error from its own framework, pipeline or config code.

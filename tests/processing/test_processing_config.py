@@ -77,7 +77,7 @@ def test_labels_funnel_forms():
     explicit = LabelsConfig.from_dict(
         {"funnel": {"click": "ctr", "conversion": "ctcvr"}}
     )
-    assert explicit.funnel == FunnelConfig("ctr", "ctcvr")
+    assert explicit.funnel == FunnelConfig(click="ctr", conversion="ctcvr")
     with pytest.raises(ConfigError, match="duplicate task names"):
         LabelsConfig.from_dict(
             {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -326,7 +324,7 @@ def test_severities_off_skip_the_rule():
     encoder = fitted_encoder(toy_frame(200, seed=1))
     frame = toy_frame(20, seed=2).drop(columns=["click", "purchase"])
     frame.loc[2, "user"] = -3
-    rules = dataclasses.replace(RuleSeverities(), ids_non_negative="off")
+    rules = RuleSeverities(ids_non_negative="off")
     _, stats, consume = run_scoring(
         frame, encoder, validation=ValidationConfig(rules=rules)
     )

@@ -228,9 +228,17 @@ def test_zero_rows_yields_one_empty_chunk() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"ctr": 1.5}, "ctr must be in (0, 1)"),
-        ({"correlation": -2.0}, "correlation must be in [-1, 1]"),
-        ({"n_items": 10, "n_categories": 20}, "n_items must be >= n_categories"),
+        ({"ctr": 1.5}, "SimulatedOptions.ctr must be < 1.0, got 1.5"),
+        ({"ctr": 0}, "SimulatedOptions.ctr must be > 0.0, got 0"),
+        (
+            {"correlation": -2.0},
+            "SimulatedOptions.correlation must be >= -1.0, got -2.0",
+        ),
+        (
+            {"n_items": 10, "n_categories": 20},
+            "SimulatedOptions: n_items must be >= n_categories, got 10 < 20",
+        ),
+        ({"n_rows": 2.5}, "SimulatedOptions.n_rows: expected an integer, got 2.5"),
     ],
 )
 def test_bad_options(options: dict[str, object], message: str) -> None:

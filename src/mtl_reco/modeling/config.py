@@ -1,9 +1,10 @@
 """Typed configuration of the modeling library.
 
-These dataclasses are what ``parameters_training.yml`` blocks turn into (Kedro
-instantiates them from the YAML before any node runs), and what a notebook
-user builds by hand. They are strict: a misspelt key or a wrong type raises
-:class:`~mtl_reco.typed_config.ConfigError` naming the key.
+These frozen pydantic models are what ``parameters_training.yml`` blocks turn
+into (Kedro validates them from the YAML before any node runs), and what a
+notebook user builds by hand. They are strict: a misspelt key, a wrong type
+or a value out of range raises :class:`~mtl_reco.typed_config.ConfigError`
+naming the key.
 
 Per experiment::
 
@@ -17,16 +18,19 @@ Shared by every experiment::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, model_validator
 
 from mtl_reco.typed_config import ConfigError, StrictConfig
 
 __all__ = [
     "ConfigError",
+    "Dims",
     "EarlyStoppingConfig",
     "ModelConfig",
     "ModelSpec",
+    "NonEmptyDims",
     "OptimizerConfig",
     "SchedulerConfig",
     "StrictConfig",
@@ -35,8 +39,13 @@ __all__ = [
     "WeightingSpec",
 ]
 
+Width = Annotated[int, Field(ge=1)]
+Dims = list[Width]
+"""Hidden layer widths (each >= 1); may be empty."""
+NonEmptyDims = Annotated[list[Width], Field(min_length=1)]
+"""Hidden layer widths (each >= 1), at least one."""
 
-@dataclass(frozen=True)
+
 class ModelConfig(StrictConfig):
     """Hyperparameters every architecture accepts; models subclass this.
 
@@ -47,24 +56,15 @@ class ModelConfig(StrictConfig):
         activation: Hidden activation of every MLP.
     """
 
-    embedding_dim: int | None = None
-    dropout: float = 0.0
+    embedding_dim: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
 
-    def validate(self) -> None:
-        """Check value ranges."""
-        if self.embedding_dim is not None and self.embedding_dim < 1:
-            raise ConfigError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
-
-@dataclass(frozen=True)
 class WeightingConfig(StrictConfig):
     """Base of every loss-weighting strategy's hyperparameters."""
 
 
-@dataclass(frozen=True)
 class ModelSpec(StrictConfig):
     """Which architecture to build and its hyperparameters.
 
@@ -76,12 +76,14 @@ class ModelSpec(StrictConfig):
     """
 
     name: str = "mmoe"
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
     tasks: list[str] | None = None
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check_params(self) -> Self:
         """Resolve the model name and type-check its parameters."""
         self.build_config()
+        return self
 
     def build_config(self) -> ModelConfig:
         """Return the model's typed config (raises ConfigError when invalid)."""
@@ -94,16 +96,17 @@ class ModelSpec(StrictConfig):
             raise ConfigError(f"model {self.name!r}: {exc}") from None
 
 
-@dataclass(frozen=True)
 class WeightingSpec(StrictConfig):
     """Which loss-weighting strategy to use and its hyperparameters."""
 
     name: str = "fixed"
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check_params(self) -> Self:
         """Resolve the strategy name and type-check its parameters."""
         self.build_config()
+        return self
 
     def build_config(self) -> WeightingConfig:
         """Return the strategy's typed config (raises ConfigError when invalid)."""
@@ -116,7 +119,6 @@ class WeightingSpec(StrictConfig):
             raise ConfigError(f"weighting {self.name!r}: {exc}") from None
 
 
-@dataclass(frozen=True)
 class OptimizerConfig(StrictConfig):
     """Optimizer of the model parameters.
 
@@ -130,22 +132,13 @@ class OptimizerConfig(StrictConfig):
     """
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
+    lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = 0.0
     momentum: float = 0.9
-    task_lr: dict[str, float] = field(default_factory=dict)
+    task_lr: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
     fused: bool = True
 
-    def validate(self) -> None:
-        """Check value ranges."""
-        if self.lr <= 0:
-            raise ConfigError(f"optimizer.lr must be > 0, got {self.lr}")
-        bad = {k: v for k, v in self.task_lr.items() if v <= 0}
-        if bad:
-            raise ConfigError(f"optimizer.task_lr must be > 0, got {bad}")
 
-
-@dataclass(frozen=True)
 class SchedulerConfig(StrictConfig):
     """Learning-rate schedule, stepped once per epoch.
 
@@ -163,7 +156,6 @@ class SchedulerConfig(StrictConfig):
     patience: int = 1
 
 
-@dataclass(frozen=True)
 class EarlyStoppingConfig(StrictConfig):
     """Early stopping on a validation metric (never on the test split).
 
@@ -183,7 +175,6 @@ class EarlyStoppingConfig(StrictConfig):
     restore_best: bool = True
 
 
-@dataclass(frozen=True)
 class TrainerConfig(StrictConfig):
     """Everything about how training runs (shared by all experiments).
 
@@ -212,9 +203,9 @@ class TrainerConfig(StrictConfig):
 
     device: str = "auto"
     amp: bool = False
-    epochs: int = 5
-    batch_size: int = 2048
-    eval_batch_size: int = 16384
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=2048, ge=1)
+    eval_batch_size: int = Field(default=16384, ge=1)
     drop_last: bool = False
     seed: int = 2026
     deterministic: bool = False
@@ -225,19 +216,18 @@ class TrainerConfig(StrictConfig):
     progress: bool = True
     log_every: int = 0
     sparse_embedding_grad: bool = False
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
-    def validate(self) -> None:
-        """Check value ranges."""
-        if self.epochs < 1:
-            raise ConfigError(f"trainer.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("trainer.batch_size and eval_batch_size must be >= 1")
+    @model_validator(mode="after")
+    def _check_device(self) -> Self:
+        """``device`` is auto, cpu, cuda or cuda:N."""
         if not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
             raise ConfigError(
-                f"trainer.device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+                "TrainerConfig.device must be auto, cpu, cuda or cuda:N, got "
+                f"{self.device!r}"
             )
+        return self

@@ -1,8 +1,8 @@
 """Typed parameters of the data-processing stages (no framework import).
 
-Each ``parameters_data_processing.yml`` block becomes one of these strict
-dataclasses (Kedro instantiates them from the YAML before any node runs, so a
-misspelt key fails early with a "did you mean" suggestion)::
+Each ``parameters_data_processing.yml`` block becomes one of these strict,
+frozen pydantic models (Kedro validates them from the YAML before any node
+runs, so a misspelt key fails early with a "did you mean" suggestion)::
 
     sources:    {simulated: {n_rows: ...}, census_income: {path: ...}, ...}
     validation: {rules: {labels_binary: hard, purchase_implies_click: soft, ...}}
@@ -15,11 +15,11 @@ The dataset itself is chosen by the top-level ``dataset`` parameter.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+
+from pydantic import Field, create_model, field_validator, model_validator
 
 from mtl_reco.sources.registry import available_sources, options_class
 from mtl_reco.typed_config import ConfigError, StrictConfig
@@ -31,75 +31,46 @@ Severity = Literal["hard", "soft", "off"]
 
 TaskType = Literal["classification", "regression"]
 Scaling = Literal["standard", "minmax", "log1p", "none"]
+ChunkRows = Annotated[int, Field(ge=1)]
+"""Rows per chunk of a pass (>= 1)."""
 
 
-def _check_chunk_rows(owner: str, chunk_rows: int) -> None:
-    if chunk_rows < 1:
-        raise ConfigError(f"{owner}.chunk_rows must be >= 1, got {chunk_rows}")
+class _SourcesBase(StrictConfig):
+    """Base of the generated :data:`SourcesConfig`."""
+
+    def for_source(self, name: str) -> StrictConfig:
+        """The options of source ``name`` (its defaults when no block is given)."""
+        cls = options_class(name)  # unknown source -> SourceError naming the choices
+        value = getattr(self, name, None)
+        return cls() if value is None else value
 
 
-def _make_sources_config() -> type[StrictConfig]:
-    """One optional block per registered source, checked by its options class."""
-    fields = [
-        (name, Any, dataclasses.field(default=None)) for name in available_sources()
-    ]
-    cls = dataclasses.make_dataclass(
+def _make_sources_config() -> type[_SourcesBase]:
+    """One optional block per registered source, typed by its options class."""
+    fields: dict[str, Any] = {
+        name: (options_class(name) | None, None) for name in available_sources()
+    }
+    cls = create_model(
         "SourcesConfig",
-        fields,
-        bases=(StrictConfig,),
-        frozen=True,
-        namespace={
-            "__doc__": (
-                "Per-source options, one optional block per registered source.\n\n"
-                "Each block becomes an instance of that source's options class\n"
-                "(strict: unknown keys fail with a suggestion); a missing block\n"
-                "means the source's defaults."
-            ),
-            "validate": _validate_sources,
-            "for_source": _for_source,
-        },
+        __base__=_SourcesBase,
+        __module__=__name__,
+        __doc__=(
+            "Per-source options, one optional block per registered source.\n\n"
+            "Each block becomes an instance of that source's options class\n"
+            "(strict: unknown keys fail with a suggestion); a missing block\n"
+            "means the source's defaults."
+        ),
+        **fields,
     )
-    cls.__module__ = __name__
     return cls
-
-
-def _validate_sources(self: Any) -> None:
-    """Turn every block into its source's typed options."""
-    for name in available_sources():
-        value = getattr(self, name)
-        cls = options_class(name)
-        if value is None or isinstance(value, cls):
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"SourcesConfig.{name}: expected a mapping of options, got {value!r}"
-            )
-        try:
-            typed = cls.from_dict(value)
-        except ConfigError as exc:
-            raise ConfigError(f"SourcesConfig.{name}: {exc}") from None
-        object.__setattr__(self, name, typed)
-
-
-def _for_source(self: Any, name: str) -> StrictConfig:
-    """The options of source ``name`` (its defaults when no block is given)."""
-    options_class(name)  # unknown source -> SourceError naming the choices
-    value = getattr(self, name, None)
-    if value is None:
-        return options_class(name)()
-    return value  # type: ignore[no-any-return]
 
 
 if TYPE_CHECKING:
 
-    class SourcesConfig(StrictConfig):
+    class SourcesConfig(_SourcesBase):
         """Static view of the generated class (for type checkers)."""
 
         def __init__(self, **blocks: Any) -> None: ...
-
-        def for_source(self, name: str) -> StrictConfig:
-            """The options of source ``name``."""
-            ...
 
 else:
     SourcesConfig = _make_sources_config()
@@ -110,7 +81,6 @@ else:
     """
 
 
-@dataclass(frozen=True)
 class RuleSeverities(StrictConfig):
     """Severity of each validation rule (see :mod:`mtl_reco.processing.validation`).
 
@@ -137,7 +107,6 @@ class RuleSeverities(StrictConfig):
     ids_non_negative: Severity = "hard"
 
 
-@dataclass(frozen=True)
 class ValidationConfig(StrictConfig):
     """``validation`` parameter block.
 
@@ -149,34 +118,35 @@ class ValidationConfig(StrictConfig):
         examples: Unexpected values kept per check in the report.
     """
 
-    rules: RuleSeverities = field(default_factory=RuleSeverities)
-    source_overrides: dict[str, dict[str, Severity]] = field(default_factory=dict)
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-    examples: int = 5
+    rules: RuleSeverities = Field(default_factory=RuleSeverities)
+    source_overrides: dict[str, dict[str, Severity]] = Field(default_factory=dict)
+    chunk_rows: ChunkRows = DEFAULT_CHUNK_ROWS
+    examples: int = Field(default=5, ge=0)
 
-    def validate(self) -> None:
+    @field_validator("source_overrides", mode="after")
+    @classmethod
+    def _known_rules(
+        cls, overrides: dict[str, dict[str, Severity]]
+    ) -> dict[str, dict[str, Severity]]:
         """Reject unknown rule names in the overrides."""
-        _check_chunk_rows("ValidationConfig", self.chunk_rows)
-        known = [f.name for f in dataclasses.fields(RuleSeverities)]
-        for source, block in self.source_overrides.items():
+        known = list(RuleSeverities.model_fields)
+        for source, block in overrides.items():
             for rule in block:
                 if rule not in known:
                     close = difflib.get_close_matches(rule, known, n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     raise ConfigError(
-                        f"ValidationConfig.source_overrides.{source}: unknown rule "
-                        f"'{rule}'{hint}. Known rules: {', '.join(known)}"
+                        f"source {source!r}: unknown rule '{rule}'{hint}. "
+                        f"Known rules: {', '.join(known)}"
                     )
-        if self.examples < 0:
-            raise ConfigError("ValidationConfig.examples must be >= 0")
+        return overrides
 
     def severities(self, source: str) -> RuleSeverities:
         """Rule severities for ``source`` (defaults plus its overrides)."""
         override = self.source_overrides.get(source) or {}
-        return dataclasses.replace(self.rules, **override)
+        return self.rules.replace(**override)
 
 
-@dataclass(frozen=True)
 class TaskConfig(StrictConfig):
     """One task of the ``labels.tasks`` list.
 
@@ -192,7 +162,6 @@ class TaskConfig(StrictConfig):
     type: TaskType = "classification"
 
 
-@dataclass(frozen=True)
 class FunnelConfig(StrictConfig):
     """Explicit funnel: the click task and the entire-space conversion task."""
 
@@ -200,7 +169,6 @@ class FunnelConfig(StrictConfig):
     conversion: str
 
 
-@dataclass(frozen=True)
 class LabelsConfig(StrictConfig):
     """``labels`` parameter block.
 
@@ -215,38 +183,38 @@ class LabelsConfig(StrictConfig):
 
     tasks: list[TaskConfig] | None = None
     funnel: Literal["auto", "none"] | FunnelConfig = "auto"
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_rows: ChunkRows = DEFAULT_CHUNK_ROWS
 
-    def validate(self) -> None:
+    @field_validator("tasks", mode="after")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[TaskConfig] | None) -> list[TaskConfig] | None:
         """Reject duplicate task names and an empty task list."""
-        _check_chunk_rows("LabelsConfig", self.chunk_rows)
-        if self.tasks is not None:
-            if not self.tasks:
-                raise ConfigError("LabelsConfig.tasks: give at least one task or null")
-            names = [t.name for t in self.tasks]
+        if tasks is not None:
+            if not tasks:
+                raise ConfigError("give at least one task or null")
+            names = [t.name for t in tasks]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
-                raise ConfigError(f"LabelsConfig.tasks: duplicate task names {dupes}")
+                raise ConfigError(f"duplicate task names {dupes}")
+        return tasks
 
 
-@dataclass(frozen=True)
 class SplitRatios(StrictConfig):
     """Target shares of the train/valid/test splits (must sum to 1)."""
 
-    train: float = 0.8
-    valid: float = 0.1
-    test: float = 0.1
+    train: float = Field(default=0.8, gt=0.0)
+    valid: float = Field(default=0.1, ge=0.0)
+    test: float = Field(default=0.1, ge=0.0)
 
-    def validate(self) -> None:
-        """Ratios are non-negative, train is positive and they sum to 1."""
-        values = (self.train, self.valid, self.test)
-        if min(values) < 0 or self.train <= 0:
-            raise ConfigError(f"SplitRatios: ratios must be >= 0 (train > 0): {values}")
-        if not math.isclose(sum(values), 1.0, abs_tol=1e-6):
-            raise ConfigError(f"SplitRatios: ratios must sum to 1, got {sum(values)}")
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Self:
+        """The ratios sum to 1."""
+        total = self.train + self.valid + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ConfigError(f"SplitRatios: ratios must sum to 1, got {total}")
+        return self
 
 
-@dataclass(frozen=True)
 class SplitConfig(StrictConfig):
     """``split`` parameter block.
 
@@ -267,22 +235,13 @@ class SplitConfig(StrictConfig):
     """
 
     use_source_split: bool = True
-    source_valid_share: float = 0.1
+    source_valid_share: float = Field(default=0.1, ge=0.0, lt=1.0)
     time_column: str | None = None
-    ratios: SplitRatios = field(default_factory=SplitRatios)
-    seed: int = 17
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-
-    def validate(self) -> None:
-        """Value checks."""
-        _check_chunk_rows("SplitConfig", self.chunk_rows)
-        if not 0.0 <= self.source_valid_share < 1.0:
-            raise ConfigError("SplitConfig.source_valid_share must be in [0, 1)")
-        if self.seed < 0:
-            raise ConfigError("SplitConfig.seed must be >= 0")
+    ratios: SplitRatios = Field(default_factory=SplitRatios)
+    seed: int = Field(default=17, ge=0)
+    chunk_rows: ChunkRows = DEFAULT_CHUNK_ROWS
 
 
-@dataclass(frozen=True)
 class EmbeddingRule(StrictConfig):
     """How the suggested embedding size of a sparse field is chosen.
 
@@ -293,20 +252,21 @@ class EmbeddingRule(StrictConfig):
     """
 
     rule: Literal["fixed", "fourth_root"] = "fourth_root"
-    dim: int = 16
-    k: float = 2.0
-    min_dim: int = 4
-    max_dim: int = 16
-    multiple_of: int = 4
+    dim: int = Field(default=16, ge=1)
+    k: float = Field(default=2.0, gt=0.0)
+    min_dim: int = Field(default=4, ge=1)
+    max_dim: int = Field(default=16, ge=1)
+    multiple_of: int = Field(default=4, ge=1)
 
-    def validate(self) -> None:
-        """Sizes are positive and the clamp range is ordered."""
-        if min(self.dim, self.min_dim, self.max_dim, self.multiple_of) < 1:
-            raise ConfigError("EmbeddingRule: dims and multiple_of must be >= 1")
+    @model_validator(mode="after")
+    def _ordered_clamp(self) -> Self:
+        """The clamp range is ordered."""
         if self.min_dim > self.max_dim:
-            raise ConfigError("EmbeddingRule: min_dim must be <= max_dim")
-        if self.k <= 0:
-            raise ConfigError("EmbeddingRule: k must be > 0")
+            raise ConfigError(
+                f"EmbeddingRule: min_dim must be <= max_dim, got {self.min_dim} > "
+                f"{self.max_dim}"
+            )
+        return self
 
     def dim_for(self, cardinality: int) -> int:
         """Suggested embedding size for a field of ``cardinality`` ids."""
@@ -317,7 +277,6 @@ class EmbeddingRule(StrictConfig):
         return int(min(self.max_dim, max(self.min_dim, rounded)))
 
 
-@dataclass(frozen=True)
 class EncodingConfig(StrictConfig):
     """``encoding`` parameter block (see :mod:`mtl_reco.processing.encoder`).
 
@@ -338,26 +297,17 @@ class EncodingConfig(StrictConfig):
         chunk_rows: Rows per chunk of the fitting pass.
     """
 
-    min_count: int = 2
-    min_count_overrides: dict[str, int] = field(default_factory=dict)
-    max_vocab_size: int | None = None
+    min_count: int = Field(default=2, ge=1)
+    min_count_overrides: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict
+    )
+    max_vocab_size: int | None = Field(default=None, ge=1)
     dense_scaling: Scaling = "standard"
-    dense_scaling_overrides: dict[str, Scaling] = field(default_factory=dict)
+    dense_scaling_overrides: dict[str, Scaling] = Field(default_factory=dict)
     clip_minmax: bool = True
-    nan_fill: float = 0.0
-    embedding: EmbeddingRule = field(default_factory=EmbeddingRule)
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-
-    def validate(self) -> None:
-        """Value checks."""
-        _check_chunk_rows("EncodingConfig", self.chunk_rows)
-        counts = [self.min_count, *self.min_count_overrides.values()]
-        if min(counts) < 1:
-            raise ConfigError("EncodingConfig: min_count values must be >= 1")
-        if self.max_vocab_size is not None and self.max_vocab_size < 1:
-            raise ConfigError("EncodingConfig.max_vocab_size must be >= 1 or null")
-        if not math.isfinite(self.nan_fill):
-            raise ConfigError("EncodingConfig.nan_fill must be a finite number")
+    nan_fill: float = Field(default=0.0, allow_inf_nan=False)
+    embedding: EmbeddingRule = Field(default_factory=EmbeddingRule)
+    chunk_rows: ChunkRows = DEFAULT_CHUNK_ROWS
 
     def scaling_for(self, column: str) -> str:
         """Scaling method of a dense column."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
 
-from mtl_reco.typed_config import ConfigError, StrictConfig
+from mtl_reco.typed_config import StrictConfig
 
 
-@dataclass(frozen=True)
 class RunsConfig(StrictConfig):
     """How much history a data folder keeps.
 
@@ -22,12 +21,5 @@ class RunsConfig(StrictConfig):
     """
 
     data_dir: str = "data"
-    keep_versions: int | None = 10
-    keep_failed: int | None = 5
-
-    def validate(self) -> None:
-        """Counts are at least 1 (or null)."""
-        for name in ("keep_versions", "keep_failed"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"runs.{name} must be >= 1 or null, got {value}")
+    keep_versions: int | None = Field(default=10, ge=1)
+    keep_failed: int | None = Field(default=5, ge=1)

@@ -11,8 +11,6 @@ tasks are ``ctr = click`` and ``ctcvr = click * purchase``. See
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mtl_reco.sources._common import SourceTable
 from mtl_reco.sources._processed import ProcessedFormat, read_processed
 from mtl_reco.sources.base import RawSchema, TaskDefinition
@@ -72,7 +70,6 @@ FORMAT = ProcessedFormat(
 )
 
 
-@dataclass(frozen=True)
 class AliCcpOptions(StrictConfig):
     """Options of the ``ali_ccp`` source.
 

@@ -57,6 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from pydantic import Field, field_validator
 
 from mtl_reco.sources._common import (
     SourceTable,
@@ -98,7 +99,6 @@ _DENSE_INDEX = np.array([_FIELD_INDEX[f] for f in DENSE_FIELDS])
 Part = Literal["train", "test"]
 
 
-@dataclass(frozen=True)
 class AliCcpRawOptions(StrictConfig):
     """Options of the ``ali_ccp_raw`` source.
 
@@ -115,18 +115,17 @@ class AliCcpRawOptions(StrictConfig):
 
     directory: str | None = None
     parts: tuple[Part, ...] = ("train", "test")
-    test_valid_fraction: float = 0.5
-    seed: int = 2022
+    test_valid_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    seed: int = Field(default=2022, ge=0)
     on_missing_common: Literal["error", "zero"] = "error"
 
-    def validate(self) -> None:
-        """Reject impossible values."""
-        if not self.parts or len(set(self.parts)) != len(self.parts):
-            raise ConfigError("AliCcpRawOptions.parts: name train and/or test once")
-        if not 0.0 <= self.test_valid_fraction <= 1.0:
-            raise ConfigError("AliCcpRawOptions.test_valid_fraction must be in [0, 1]")
-        if self.seed < 0:
-            raise ConfigError("AliCcpRawOptions.seed must be >= 0")
+    @field_validator("parts", mode="after")
+    @classmethod
+    def _parts_once(cls, parts: tuple[Part, ...]) -> tuple[Part, ...]:
+        """Each part at most once, at least one."""
+        if not parts or len(set(parts)) != len(parts):
+            raise ConfigError(f"name train and/or test once, got {list(parts)}")
+        return parts
 
 
 def raw_schema(with_split: bool) -> RawSchema:

@@ -10,8 +10,6 @@ rows carry a ``split`` column naming their file. Default tasks:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mtl_reco.sources._common import SourceTable
 from mtl_reco.sources._processed import ProcessedFormat, read_processed
 from mtl_reco.sources.base import RawSchema, TaskDefinition
@@ -35,7 +33,6 @@ FORMAT = ProcessedFormat(
 )
 
 
-@dataclass(frozen=True)
 class AliExpressOptions(StrictConfig):
     """Options of the ``aliexpress`` source.
 

@@ -37,12 +37,12 @@ and "Children" count as 0.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
 from mtl_reco.sources._common import (
     SourceTable,
@@ -133,7 +133,6 @@ COLLEGE_OR_MORE = frozenset(
 TaskGroup = Literal["income_marital", "education_marital"]
 
 
-@dataclass(frozen=True)
 class CensusIncomeOptions(StrictConfig):
     """Options of the ``census_income`` source.
 
@@ -152,10 +151,12 @@ class CensusIncomeOptions(StrictConfig):
     paths: dict[str, str] | None = None
     task_group: TaskGroup = "income_marital"
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _one_way_to_name_files(self) -> Self:
         """Reject giving both ``path`` and ``paths``."""
         if self.path is not None and self.paths:
             raise ConfigError("CensusIncomeOptions: give `path` or `paths`, not both")
+        return self
 
 
 def census_schema(

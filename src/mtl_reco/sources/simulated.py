@@ -79,9 +79,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Self
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
 from mtl_reco.sources._common import SourceTable, check_chunk_rows, rechunk
 from mtl_reco.sources.ali_ccp import DEFAULT_TASKS, DENSE, LABELS, SPARSE
@@ -106,7 +108,6 @@ _SCENARIO_CONV = np.array([0.1, 0.0, -0.1])
 _STREAM_WORLD, _STREAM_BLOCK, _STREAM_CALIBRATION = 0, 1, 2
 
 
-@dataclass(frozen=True)
 class SimulatedOptions(StrictConfig):
     """Options of the ``simulated`` source (see the module docstring).
 
@@ -134,44 +135,31 @@ class SimulatedOptions(StrictConfig):
             behaviour categories (drives the cross features).
     """
 
-    n_rows: int = 500_000
-    seed: int = 2024
-    ctr: float = 0.04
-    cvr: float = 0.10
-    correlation: float = 0.5
-    n_users: int = 50_000
-    n_items: int = 20_000
-    n_categories: int = 200
-    zipf_exponent: float = 0.8
-    n_days: int = 7
-    latent_dim: int = 8
-    click_strength: float = 1.5
-    conversion_strength: float = 1.5
-    intent_share: float = 0.2
-    target_share: float = 0.3
+    n_rows: int = Field(default=500_000, ge=0)
+    seed: int = Field(default=2024, ge=0)
+    ctr: float = Field(default=0.04, gt=0.0, lt=1.0)
+    cvr: float = Field(default=0.10, gt=0.0, lt=1.0)
+    correlation: float = Field(default=0.5, ge=-1.0, le=1.0)
+    n_users: int = Field(default=50_000, ge=1)
+    n_items: int = Field(default=20_000, ge=1)
+    n_categories: int = Field(default=200, ge=1)
+    zipf_exponent: float = Field(default=0.8, ge=0.0)
+    n_days: int = Field(default=7, ge=1)
+    latent_dim: int = Field(default=8, ge=1)
+    click_strength: float = Field(default=1.5, ge=0.0)
+    conversion_strength: float = Field(default=1.5, ge=0.0)
+    intent_share: float = Field(default=0.2, ge=0.0, lt=1.0)
+    target_share: float = Field(default=0.3, ge=0.0, le=1.0)
 
-    def validate(self) -> None:
-        """Reject impossible values."""
-        checks = [
-            (self.n_rows >= 0, "n_rows must be >= 0"),
-            (self.seed >= 0, "seed must be >= 0"),
-            (0.0 < self.ctr < 1.0, "ctr must be in (0, 1)"),
-            (0.0 < self.cvr < 1.0, "cvr must be in (0, 1)"),
-            (-1.0 <= self.correlation <= 1.0, "correlation must be in [-1, 1]"),
-            (self.n_users >= 1, "n_users must be >= 1"),
-            (self.n_categories >= 1, "n_categories must be >= 1"),
-            (self.n_items >= self.n_categories, "n_items must be >= n_categories"),
-            (self.zipf_exponent >= 0.0, "zipf_exponent must be >= 0"),
-            (self.n_days >= 1, "n_days must be >= 1"),
-            (self.latent_dim >= 1, "latent_dim must be >= 1"),
-            (self.click_strength >= 0.0, "click_strength must be >= 0"),
-            (self.conversion_strength >= 0.0, "conversion_strength must be >= 0"),
-            (0.0 <= self.intent_share < 1.0, "intent_share must be in [0, 1)"),
-            (0.0 <= self.target_share <= 1.0, "target_share must be in [0, 1]"),
-        ]
-        problems = [msg for ok, msg in checks if not ok]
-        if problems:
-            raise ConfigError(f"SimulatedOptions: {'; '.join(problems)}")
+    @model_validator(mode="after")
+    def _items_cover_categories(self) -> Self:
+        """Every category needs at least one item."""
+        if self.n_items < self.n_categories:
+            raise ConfigError(
+                "SimulatedOptions: n_items must be >= n_categories, got "
+                f"{self.n_items} < {self.n_categories}"
+            )
+        return self
 
 
 def simulated_schema() -> RawSchema:
@@ -207,7 +195,7 @@ def iter_simulated(
     if options.n_rows == 0:
         yield _empty_frame()
         return
-    world = _world(dataclasses.replace(options, n_rows=0))  # same world any size
+    world = _world(options.model_copy(update={"n_rows": 0}))  # same world any size
     n_blocks = math.ceil(options.n_rows / BLOCK_ROWS)
     blocks = (generate_block(world, options, k) for k in range(n_blocks))
     yield from rechunk(blocks, chunk_rows)

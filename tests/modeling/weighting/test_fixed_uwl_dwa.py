@@ -47,7 +47,7 @@ def test_fixed_weights_scale_gradients_exactly() -> None:
     model = ToyModel(toy_schema(), aux_weight=0.3)
     expected = _reference_grads(model, [2.0, 0.5], aux=True)
     strategy = FixedWeights(
-        model.task_names, FixedWeightsConfig({"t0": 2.0, "t1": 0.5})
+        model.task_names, FixedWeightsConfig(weights={"t0": 2.0, "t1": 0.5})
     )
     strategy.bind(model)
     model.zero_grad(set_to_none=True)
@@ -65,9 +65,9 @@ def test_fixed_weights_scale_gradients_exactly() -> None:
 def test_fixed_default_is_one_and_unknown_task_is_an_error() -> None:
     assert FixedWeights(["a", "b"]).current_weights() == {"a": 1.0, "b": 1.0}
     with pytest.raises(ConfigError, match=r"unknown task\(s\) \['ctcrv'\].*'ctcvr'"):
-        FixedWeights(["ctr", "ctcvr"], FixedWeightsConfig({"ctcrv": 2.0}))
+        FixedWeights(["ctr", "ctcvr"], FixedWeightsConfig(weights={"ctcrv": 2.0}))
     with pytest.raises(ConfigError, match=">= 0"):
-        FixedWeightsConfig({"ctr": -1.0})
+        FixedWeightsConfig(weights={"ctr": -1.0})
     with pytest.raises(ConfigError, match="did you mean 'weights'"):
         WeightingSpec(name="fixed", params={"weight": {}})
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import pairwise
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ConfigError, ModelConfig
+from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
 from mtl_reco.modeling.layers import (
     MLP,
     FeatureEmbedding,
     Tower,
-    check_dims,
     make_activation,
 )
 from mtl_reco.modeling.models.base import ModelContractError, MultiTaskModel
@@ -25,7 +24,6 @@ from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class AITMConfig(ModelConfig):
     """Hyperparameters of :class:`AITM`.
 
@@ -41,19 +39,9 @@ class AITMConfig(ModelConfig):
             unordered tasks (Census income and marital status) it is off.
     """
 
-    tower_dims: list[int] = field(default_factory=lambda: [256, 128])
-    head_dims: list[int] = field(default_factory=lambda: [64])
-    calibrator_alpha: float = 0.6
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        super().validate()
-        check_dims("tower_dims", self.tower_dims)
-        check_dims("head_dims", self.head_dims, allow_empty=True)
-        if self.calibrator_alpha < 0:
-            raise ConfigError(
-                f"calibrator_alpha must be >= 0, got {self.calibrator_alpha}"
-            )
+    tower_dims: NonEmptyDims = Field(default_factory=lambda: [256, 128])
+    head_dims: Dims = Field(default_factory=lambda: [64])
+    calibrator_alpha: float = Field(default=0.6, ge=0.0)
 
 
 class InformationTransfer(nn.Module):

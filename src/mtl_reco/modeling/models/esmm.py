@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ConfigError, ModelConfig
-from mtl_reco.modeling.layers import FeatureEmbedding, Tower, check_dims
+from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
+from mtl_reco.modeling.layers import FeatureEmbedding, Tower
 from mtl_reco.modeling.models.base import (
     ModelContractError,
     MultiTaskModel,
@@ -18,7 +18,6 @@ from mtl_reco.modeling.models.base import (
 from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
 
 
-@dataclass(frozen=True)
 class ESMMConfig(ModelConfig):
     """Hyperparameters of :class:`ESMM`.
 
@@ -29,17 +28,9 @@ class ESMMConfig(ModelConfig):
         cvr_output: Name of the latent pCVR output.
     """
 
-    ctr_dims: list[int] = field(default_factory=lambda: [256, 128])
-    cvr_dims: list[int] = field(default_factory=lambda: [256, 128])
-    cvr_output: str = "cvr"
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        super().validate()
-        check_dims("ctr_dims", self.ctr_dims)
-        check_dims("cvr_dims", self.cvr_dims, allow_empty=True)
-        if not self.cvr_output:
-            raise ConfigError("cvr_output must be a non-empty name")
+    ctr_dims: NonEmptyDims = Field(default_factory=lambda: [256, 128])
+    cvr_dims: Dims = Field(default_factory=lambda: [256, 128])
+    cvr_output: str = Field(default="cvr", min_length=1)
 
 
 class ESMM(MultiTaskModel):

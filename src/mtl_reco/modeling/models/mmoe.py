@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ConfigError, ModelConfig
+from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
 from mtl_reco.modeling.layers import (
     ExpertBank,
     ExpertLayout,
     FeatureEmbedding,
     SoftmaxGate,
     Tower,
-    check_dims,
     fast_kernels_allowed,
     mix_experts,
 )
@@ -23,7 +22,6 @@ from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
 
 
-@dataclass(frozen=True)
 class MMoEConfig(ModelConfig):
     """Hyperparameters of :class:`MMoE`.
 
@@ -36,18 +34,10 @@ class MMoEConfig(ModelConfig):
             It changes speed only, never results or the state dict.
     """
 
-    n_experts: int = 8
-    expert_dims: list[int] = field(default_factory=lambda: [256, 128])
-    tower_dims: list[int] = field(default_factory=lambda: [64])
+    n_experts: int = Field(default=8, ge=1)
+    expert_dims: NonEmptyDims = Field(default_factory=lambda: [256, 128])
+    tower_dims: Dims = Field(default_factory=lambda: [64])
     expert_layout: ExpertLayout = "auto"
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        super().validate()
-        if self.n_experts < 1:
-            raise ConfigError(f"n_experts must be >= 1, got {self.n_experts}")
-        check_dims("expert_dims", self.expert_dims)
-        check_dims("tower_dims", self.tower_dims, allow_empty=True)
 
 
 class MMoE(MultiTaskModel):

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import cast
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ConfigError, ModelConfig
+from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
 from mtl_reco.modeling.layers import (
     ExpertBank,
     ExpertLayout,
     FeatureEmbedding,
     SoftmaxGate,
     Tower,
-    check_dims,
     fast_kernels_allowed,
     mix_expert_groups,
     mix_experts,
@@ -26,7 +25,6 @@ from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
 
 
-@dataclass(frozen=True)
 class PLEConfig(ModelConfig):
     """Hyperparameters of :class:`PLE`.
 
@@ -40,21 +38,12 @@ class PLEConfig(ModelConfig):
             :class:`~mtl_reco.modeling.layers.ExpertBank`).
     """
 
-    n_levels: int = 2
-    n_specific_experts: int = 2
-    n_shared_experts: int = 2
-    expert_dims: list[int] = field(default_factory=lambda: [256, 128])
-    tower_dims: list[int] = field(default_factory=lambda: [64])
+    n_levels: int = Field(default=2, ge=1)
+    n_specific_experts: int = Field(default=2, ge=1)
+    n_shared_experts: int = Field(default=2, ge=1)
+    expert_dims: NonEmptyDims = Field(default_factory=lambda: [256, 128])
+    tower_dims: Dims = Field(default_factory=lambda: [64])
     expert_layout: ExpertLayout = "auto"
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        super().validate()
-        for key in ("n_levels", "n_specific_experts", "n_shared_experts"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        check_dims("expert_dims", self.expert_dims)
-        check_dims("tower_dims", self.tower_dims, allow_empty=True)
 
 
 class ExtractionLevel(nn.Module):

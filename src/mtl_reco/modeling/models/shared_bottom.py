@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ModelConfig
-from mtl_reco.modeling.layers import MLP, FeatureEmbedding, Tower, check_dims
+from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
+from mtl_reco.modeling.layers import MLP, FeatureEmbedding, Tower
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
 
 
-@dataclass(frozen=True)
 class SharedBottomConfig(ModelConfig):
     """Hyperparameters of :class:`SharedBottom`.
 
@@ -23,14 +22,8 @@ class SharedBottomConfig(ModelConfig):
         tower_dims: Hidden widths of each task tower (may be empty).
     """
 
-    bottom_dims: list[int] = field(default_factory=lambda: [256, 128])
-    tower_dims: list[int] = field(default_factory=lambda: [64])
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        super().validate()
-        check_dims("bottom_dims", self.bottom_dims)
-        check_dims("tower_dims", self.tower_dims, allow_empty=True)
+    bottom_dims: NonEmptyDims = Field(default_factory=lambda: [256, 128])
+    tower_dims: Dims = Field(default_factory=lambda: [64])
 
 
 class SharedBottom(MultiTaskModel):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 
-from mtl_reco.modeling.config import ConfigError, WeightingConfig
+from mtl_reco.modeling.config import WeightingConfig
 from mtl_reco.modeling.weighting._common import ordered_losses, weighted_total
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
-@dataclass(frozen=True)
 class DynamicWeightAverageConfig(WeightingConfig):
     """Hyperparameters of :class:`DynamicWeightAverage`.
 
@@ -20,12 +19,7 @@ class DynamicWeightAverageConfig(WeightingConfig):
         temperature: Softness ``T`` of the softmax (the paper uses 2).
     """
 
-    temperature: float = 2.0
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        if not self.temperature > 0:
-            raise ConfigError(f"dwa temperature must be > 0, got {self.temperature}")
+    temperature: float = Field(default=2.0, gt=0.0)
 
 
 class DynamicWeightAverage(LossWeighting):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from mtl_reco.modeling.config import ConfigError, WeightingConfig
 from mtl_reco.modeling.weighting._common import ordered_losses, weighted_total
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
-@dataclass(frozen=True)
 class FixedWeightsConfig(WeightingConfig):
     """Hyperparameters of :class:`FixedWeights`.
 
@@ -21,13 +21,7 @@ class FixedWeightsConfig(WeightingConfig):
             is not one of the model's loss heads is an error.
     """
 
-    weights: dict[str, float] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        bad = {k: v for k, v in self.weights.items() if not v >= 0.0}
-        if bad:
-            raise ConfigError(f"fixed weights must be >= 0, got {bad}")
+    weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
 
 
 class FixedWeights(LossWeighting):

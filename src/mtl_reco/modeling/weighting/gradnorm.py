@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ConfigError, WeightingConfig
+from mtl_reco.modeling.config import WeightingConfig
 from mtl_reco.modeling.weighting._common import (
     accumulate_grads,
     ordered_losses,
@@ -18,7 +18,6 @@ from mtl_reco.modeling.weighting._common import (
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
-@dataclass(frozen=True)
 class GradNormConfig(WeightingConfig):
     """Hyperparameters of :class:`GradNorm`.
 
@@ -29,18 +28,9 @@ class GradNormConfig(WeightingConfig):
         min_weight: Floor that keeps every weight positive after a step.
     """
 
-    alpha: float = 1.5
-    lr: float | None = None
-    min_weight: float = 1e-4
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        if self.alpha < 0:
-            raise ConfigError(f"gradnorm alpha must be >= 0, got {self.alpha}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"gradnorm lr must be > 0, got {self.lr}")
-        if not self.min_weight > 0:
-            raise ConfigError(f"gradnorm min_weight must be > 0, got {self.min_weight}")
+    alpha: float = Field(default=1.5, ge=0.0)
+    lr: float | None = Field(default=None, gt=0.0)
+    min_weight: float = Field(default=1e-4, gt=0.0)
 
 
 class GradNorm(LossWeighting):

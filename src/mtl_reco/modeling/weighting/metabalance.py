@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 
 from mtl_reco.modeling.config import ConfigError, WeightingConfig
 from mtl_reco.modeling.models.base import MultiTaskModel
@@ -13,7 +13,6 @@ from mtl_reco.modeling.weighting._common import SharedGradients, ordered_losses
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
-@dataclass(frozen=True)
 class MetaBalanceConfig(WeightingConfig):
     """Hyperparameters of :class:`MetaBalance`.
 
@@ -32,20 +31,9 @@ class MetaBalanceConfig(WeightingConfig):
     """
 
     main_task: str | None = None
-    relax_factor: float = 0.7
-    beta: float = 0.9
-    eps: float = 1e-12
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        if not 0.0 <= self.relax_factor <= 1.0:
-            raise ConfigError(
-                f"metabalance relax_factor must be in [0, 1], got {self.relax_factor}"
-            )
-        if not 0.0 <= self.beta < 1.0:
-            raise ConfigError(f"metabalance beta must be in [0, 1), got {self.beta}")
-        if not self.eps > 0:
-            raise ConfigError(f"metabalance eps must be > 0, got {self.eps}")
+    relax_factor: float = Field(default=0.7, ge=0.0, le=1.0)
+    beta: float = Field(default=0.9, ge=0.0, lt=1.0)
+    eps: float = Field(default=1e-12, gt=0.0)
 
 
 class MetaBalance(LossWeighting):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,7 +13,6 @@ from mtl_reco.modeling.weighting._common import SharedGradients, ordered_losses
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
-@dataclass(frozen=True)
 class PCGradConfig(WeightingConfig):
     """Hyperparameters of :class:`PCGrad`.
 

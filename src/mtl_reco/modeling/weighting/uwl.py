@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from mtl_reco.modeling.config import ConfigError, WeightingConfig
+from mtl_reco.modeling.config import WeightingConfig
 from mtl_reco.modeling.weighting._common import ordered_losses
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
-@dataclass(frozen=True)
 class UncertaintyWeightingConfig(WeightingConfig):
     """Hyperparameters of :class:`UncertaintyWeighting`.
 
@@ -25,12 +24,7 @@ class UncertaintyWeightingConfig(WeightingConfig):
     """
 
     init_log_var: float = 0.0
-    lr: float | None = None
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"uwl lr must be > 0, got {self.lr}")
+    lr: float | None = Field(default=None, gt=0.0)
 
 
 class UncertaintyWeighting(LossWeighting):
