@@ -36,8 +36,36 @@ def test_log_loss_matches_sklearn() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 1000).astype(np.float32)
     p = rng.uniform(0.01, 0.99, 1000)
-    assert log_loss(y, p) == pytest.approx(sk_log_loss(y, p), rel=1e-12)
+    assert log_loss(y, p) == pytest.approx(sk_log_loss(y, y_proba=p), rel=1e-12)
     assert math.isfinite(log_loss(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
+
+
+@pytest.mark.parametrize("decimals", [None, 3, 1])
+def test_auc_and_log_loss_match_sklearn_on_random_float32_data(decimals) -> None:
+    """The vectorised versions kept for speed equal sklearn (ties included)."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    y = rng.integers(0, 2, n)
+    scores = (rng.random(n, dtype=np.float32) + np.float32(0.1) * y).astype(np.float32)
+    probs = rng.uniform(1e-4, 1 - 1e-4, n).astype(np.float32)
+    if decimals is not None:  # 1 decimal: ~11 distinct scores, huge tie groups
+        scores = np.round(scores, decimals)
+        probs = np.round(probs, decimals).clip(0.05, 0.95).astype(np.float32)
+    assert len(np.unique(scores)) < n  # float32 alone already ties at this size
+    assert abs(auc_score(y, scores) - roc_auc_score(y, scores)) <= 1e-9
+    expected = sk_log_loss(y, y_proba=probs.astype(np.float64), labels=[0, 1])
+    assert abs(log_loss(y, probs) - expected) <= 1e-9
+
+
+def test_edge_cases_stay_nan_instead_of_raising() -> None:
+    # sklearn raises on these; the metrics report NaN (and evaluate() a note)
+    assert math.isnan(auc_score(np.ones(5), np.linspace(0, 1, 5)))
+    assert math.isnan(auc_score(np.zeros(0), np.zeros(0)))
+    assert math.isnan(auc_score(np.array([0, 1, 1]), np.array([0.1, np.nan, 0.3])))
+    assert math.isnan(log_loss(np.zeros(0), np.zeros(0)))
+    # one class is fine for LogLoss (sklearn needs labels=[0, 1] for it)
+    expected = sk_log_loss(np.ones(3), y_proba=[0.9, 0.8, 0.7], labels=[0, 1])
+    assert log_loss(np.ones(3), np.array([0.9, 0.8, 0.7])) == pytest.approx(expected)
 
 
 def test_one_class_gives_nan_and_a_note() -> None:

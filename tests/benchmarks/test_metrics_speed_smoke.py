@@ -1,0 +1,35 @@
+"""Smoke test of ``benchmarks/metrics_speed.py --quick`` (subprocess).
+
+The script times the project's AUC/LogLoss against scikit-learn's; the test
+checks the JSON is written, every pair agrees to the tolerance and the
+timings are positive. Timings are not compared (DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _smoke import quick_json_once
+
+SCRIPT = "benchmarks/metrics_speed.py"
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    return quick_json_once(tmp_path_factory, SCRIPT, ())
+
+
+def test_every_pair_agrees_and_is_timed(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    assert doc["quick"] is True and "--quick" in doc["command"]
+    assert doc["all_agree"] is True and doc["cases"]
+    for case in doc["cases"]:
+        for metric in ("auc", "logloss"):
+            entry = case[metric]
+            assert entry["agree"] and entry["max_abs_diff"] <= doc["tolerance"]
+            for timing in entry["functions"].values():
+                assert math.isfinite(timing["value"])
+                assert timing["best_s"] > 0
