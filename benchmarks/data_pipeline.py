@@ -4,7 +4,7 @@ Runs the five stages of the ``data_processing`` pipeline (ingestion,
 validation, labels, split, encoding) on the ``simulated`` source at several
 sizes (default 1 M and 10 M rows). Each stage runs in its own child process
 that calls the stage's Kedro node functions with the project's datasets
-(``ParquetTableDataset`` / ``JSONFileDataset``), exactly as ``kedro run``
+(``ParquetTableDataset`` / ``json.JSONDataset``), exactly as ``kedro run``
 does minus the framework, so the peak RSS of a stage is its own (measured by
 the parent with ``os.wait4``). The child also reports the RSS it had after
 its imports (``baseline_rss_mb``).
@@ -45,15 +45,16 @@ SPLITS = ("train", "valid", "test")
 
 
 def _datasets(workdir: Path, chunk_rows: int) -> dict[str, Any]:
+    from kedro_datasets.json import JSONDataset
     from kedro_datasets.text import TextDataset
 
-    from mtl_reco.datasets import JSONFileDataset, ParquetTableDataset
+    from mtl_reco.datasets import ParquetTableDataset
 
     def parquet(rel: str) -> ParquetTableDataset:
         return ParquetTableDataset(filepath=str(workdir / rel), chunk_rows=chunk_rows)
 
-    def js(rel: str) -> JSONFileDataset:
-        return JSONFileDataset(filepath=str(workdir / rel))
+    def js(rel: str) -> JSONDataset:
+        return JSONDataset(filepath=str(workdir / rel))
 
     out: dict[str, Any] = {
         "raw_events": parquet("raw_events.parquet"),

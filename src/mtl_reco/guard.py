@@ -21,7 +21,7 @@
    has changed. Every run is one line of ``<data_dir>/run_history.jsonl``.
 4. **Pruning**: after each successful run, versions beyond
    ``runs.keep_versions`` per versioned artefact and failed runs beyond
-   ``runs.keep_failed`` are deleted (``kedro run --pipeline=prune`` does it
+   ``runs.keep_failed`` are deleted (``kedro run --pipelines=prune`` does it
    on demand).
 
 The data folder is ``data_dir`` from ``conf/<env>/globals.yml`` (default
@@ -134,13 +134,16 @@ class RunGuardHook:
         self._signals: dict[int, Any] = {}
         self._begun = False
         self._hint_filter = _DropResumeHint()
+        self._files_problem: str | None = None
 
     # -- hooks ------------------------------------------------------------------------
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
         """Read the raw parameters and the data folder of the session."""
         self._project = Path(context.project_path)
-        params = dict(context.config_loader["parameters"])
+        params, self._files_problem = _with_source_files(
+            dict(context.config_loader["parameters"]), context
+        )
         self._params = params
         if preflight.remember_parameters(params):
             _reset_registered_pipelines()
@@ -175,6 +178,10 @@ class RunGuardHook:
                 _log_recovered(record)
             if recovered:
                 self._prune(failed_only=True)
+            if self._files_problem and any(
+                "params:sources" in n.inputs for n in pipeline.nodes
+            ):
+                raise preflight.PreflightError(self._files_problem)
             # the checks read the artefacts as recovery left them
             for note in preflight.check_run(
                 self._params,
@@ -450,6 +457,54 @@ def _check_runs_block(params: Mapping[str, Any], data_dir: Path, project: Path) 
             f"{data_dir}: set data_dir in globals.yml instead (the catalog and "
             "runs.data_dir both follow it)"
         )
+
+
+def _with_source_files(
+    params: dict[str, Any], context: Any
+) -> tuple[dict[str, Any], str | None]:
+    """The parameters the checks read: each source's block plus its catalog files.
+
+    A source's input files are the catalog entry ``<source>_files``
+    (:class:`~mtl_reco.datasets.SourceFilesDataset`), which the ingestion node
+    merges into the source's options; the checks before the first node (and
+    the registry's choice of experiments) read the parameters only, so they
+    get the same merge here. Loading such an entry opens nothing.
+
+    Returns:
+        The parameters with ``sources`` merged, and the first problem found
+        (a file option set both in the parameters and in the catalog), which
+        fails a run that reads ``sources`` before anything is written.
+    """
+    from mtl_reco.datasets.source_files import SourceFilesDataset
+    from mtl_reco.processing.ingestion import source_options
+    from mtl_reco.sources.base import SourceError
+    from mtl_reco.sources.registry import available_sources
+
+    try:
+        config = dict(context.config_loader["catalog"])
+    except Exception:  # no catalog configuration: nothing to merge
+        return params, None
+    sources = dict(params.get("sources") or {})
+    problem = None
+    for name, entry in config.items():
+        source = name.removesuffix("_files")
+        if not (name.endswith("_files") and source in available_sources()):
+            continue
+        if not isinstance(entry, Mapping):
+            continue
+        if str(entry.get("type", "")).rpartition(".")[2] != "SourceFilesDataset":
+            continue
+        try:  # only `files` matters here (credentials are for exists/preview)
+            dataset = SourceFilesDataset(files=entry.get("files"))
+        except Exception:  # a broken entry fails where Kedro builds the catalog
+            continue
+        try:
+            sources[source] = source_options(source, sources, dataset.load())
+        except SourceError as exc:
+            problem = problem or str(exc)
+    if not sources:
+        return params, problem
+    return {**params, "sources": sources}, problem
 
 
 def _log_recovered(record: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@
   left out with one warning line; ``train_<experiment>`` for it still exists
   and fails before its first node with the reason.
 
-``kedro run --pipeline=train_mmoe`` makes Kedro ask ``find_pipelines`` for a
+``kedro run --pipelines=train_mmoe`` makes Kedro ask ``find_pipelines`` for a
 folder called ``train_mmoe`` only; there is none (experiments come from a
 list, not from folders), so the data-processing pipeline is imported
 directly here, the experiment pipelines are always built from the list, and

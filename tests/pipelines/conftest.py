@@ -42,3 +42,30 @@ def copy_project(target: Path, with_src: bool = False) -> Path:
     for layer in DATA_LAYERS:
         (target / "data" / layer).mkdir(parents=True, exist_ok=True)
     return target
+
+
+def use_source_files(
+    project: Path, source: str, files: str | Path | dict, env: str = "test"
+) -> None:
+    """Point the catalog entry ``<source>_files`` of a project copy at ``files``.
+
+    ``files`` is one location (the source's ``path``) or a mapping of the
+    source's file options to locations (paths or fsspec URLs). The entry is
+    written to ``conf/<env>/catalog_source_files.yml`` of the copy (the
+    environment the test runs in: ``conf/local`` is not read with ``--env``).
+    """
+    import yaml
+
+    def text(value):
+        if isinstance(value, dict):
+            return {k: text(v) for k, v in value.items()}
+        return None if value is None else str(value)
+
+    path = project / "conf" / env / "catalog_source_files.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    entries[f"{source}_files"] = {
+        "type": "mtl_reco.datasets.SourceFilesDataset",
+        "files": text(files),
+    }
+    path.write_text(yaml.safe_dump(entries, sort_keys=False))

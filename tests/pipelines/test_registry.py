@@ -65,7 +65,7 @@ def test_train_pipeline_is_data_processing_plus_one_namespaced_template(pipeline
 def test_default_runs_everything_and_compare_reads_every_experiment(pipelines):
     default = pipelines["__default__"]
     namespaces = {n.namespace for n in default.nodes if n.namespace}
-    assert namespaces == set(EXPERIMENTS)
+    assert namespaces == set(EXPERIMENTS) | {"data_processing"}
     (compare,) = pipelines["compare"].nodes
     assert set(compare.inputs) == {f"{exp}.test_metrics" for exp in EXPERIMENTS} | {
         "params:dataset"

@@ -1,5 +1,20 @@
 """Custom Kedro datasets (this package and ``pipelines`` are the only Kedro users).
 
+Only what kedro-datasets has no dataset for: JSON and text artefacts use
+``json.JSONDataset`` and ``text.TextDataset`` directly.
+
+* :class:`ParquetTableDataset`: a parquet file loaded lazily, saved by streaming.
+* :class:`TorchStateDictDataset`: a ``state_dict``, loaded tensors-only.
+* :class:`OnnxModelDataset`: ONNX model bytes.
+* :class:`OptionalJSONDataset`: ``json.JSONDataset`` that loads ``None`` while
+  never written (``{experiment}.test_metrics`` for ``compare``).
+* :class:`SourceFilesDataset`: where a source's raw input files are.
+* :class:`ScoringModelDataset`: the scoring model, local or from the MLflow
+  Model Registry (``score.model_uri``).
+
+All take fsspec paths/URLs. :class:`~mtl_reco.datasets.staged.StagedDataset`
+is the run guard's view of an entry through the run's staging folder.
+
 Imports are lazy so that a data-only run never loads PyTorch.
 """
 
@@ -9,10 +24,11 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "JSONFileDataset": "mtl_reco.datasets.json_file",
     "OnnxModelDataset": "mtl_reco.datasets.model_files",
+    "OptionalJSONDataset": "mtl_reco.datasets.optional_json",
     "ParquetTableDataset": "mtl_reco.datasets.parquet_table",
-    "TextFileDataset": "mtl_reco.datasets.json_file",
+    "ScoringModelDataset": "mtl_reco.datasets.registry_model",
+    "SourceFilesDataset": "mtl_reco.datasets.source_files",
     "TorchStateDictDataset": "mtl_reco.datasets.model_files",
 }
 

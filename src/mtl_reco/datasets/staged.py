@@ -23,12 +23,14 @@ class StagedDataset(AbstractDataset[Any, Any]):
         current: The entry as configured (the last successful run's artefact).
     """
 
-    def __init__(self, staged: AbstractDataset, current: AbstractDataset) -> None:
+    def __init__(
+        self, staged: AbstractDataset[Any, Any], current: AbstractDataset[Any, Any]
+    ) -> None:
         self._staged = staged
         self._current = current
 
     @property
-    def staged(self) -> AbstractDataset:
+    def staged(self) -> AbstractDataset[Any, Any]:
         """The run's own copy."""
         return self._staged
 

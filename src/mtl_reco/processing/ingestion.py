@@ -1,28 +1,96 @@
-"""Ingestion helpers: open the chosen source and describe what was read."""
+"""Ingestion helpers: open the chosen source and describe what was read.
+
+A source's input files come from the catalog (``<source>_files`` entries,
+see :class:`mtl_reco.datasets.SourceFilesDataset`), its other options from
+the ``sources`` parameter block; :func:`source_options` merges the two into
+the raw option mapping that :func:`mtl_reco.sources.registry.read_source`
+validates.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mtl_reco.sources.base import RawSchema
+import fsspec
+
+from mtl_reco.sources.base import RawSchema, SourceError
 from mtl_reco.sources.registry import read_source
 from mtl_reco.tables import Table
-from mtl_reco.typed_config import StrictConfig
 
 logger = logging.getLogger(__name__)
 
 
-def input_files(options: StrictConfig | None) -> list[str]:
-    """Every option value (nested ones too) that names an existing file."""
+def options_dict(options: Any) -> dict[str, Any] | None:
+    """Source options (a mapping or a typed options object) as a plain dict."""
     if options is None:
+        return None
+    if isinstance(options, Mapping):
+        return dict(options)
+    for method in ("to_dict", "model_dump"):
+        if hasattr(options, method):
+            return dict(getattr(options, method)())
+    raise TypeError(f"not source options: {type(options).__name__}")
+
+
+def source_options(
+    dataset: str,
+    sources: Mapping[str, Any] | Any | None,
+    files: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The raw options of source ``dataset``: its parameter block plus its files.
+
+    Args:
+        dataset: Source name.
+        sources: The ``sources`` parameter block (``{source: {option: value}}``,
+            or its typed form).
+        files: What the source's ``<dataset>_files`` catalog entry loads
+            (file option -> location), or ``None`` for a source without one.
+
+    Raises:
+        SourceError: The parameter block sets a file option that the catalog
+            entry sets too (files are catalog entries: one place says where
+            they are).
+    """
+    if sources is None or isinstance(sources, Mapping):
+        block = options_dict((sources or {}).get(dataset)) or {}
+    else:  # the typed ``sources`` block
+        block = options_dict(getattr(sources, dataset, None)) or {}
+    files = dict(files or {})
+    twice = sorted(k for k in files if block.get(k) is not None)
+    if twice:
+        names = ", ".join(f"sources.{dataset}.{k}" for k in twice)
+        raise SourceError(
+            f"{names}: input files are catalog entries; set them in "
+            f"'{dataset}_files' (e.g. conf/local/catalog.yml), not in the parameters"
+        )
+    return {**block, **files}
+
+
+def _is_input_file(value: str) -> bool:
+    if "://" not in value:
+        return Path(value).is_file()
+    try:
+        fs, path = fsspec.core.url_to_fs(value)
+        return bool(fs.isfile(path))
+    except Exception:  # an unknown protocol or an unreachable store: not a file
+        return False
+
+
+def input_files(options: Any) -> list[str]:
+    """Every option value (nested ones too) that names an existing file.
+
+    A value is a local path or an fsspec URL (``s3://...``, ``memory://...``).
+    """
+    raw = options_dict(options)
+    if raw is None:
         return []
 
     def walk(value: Any) -> Iterator[str]:
         if isinstance(value, str):
-            if value and Path(value).is_file():
+            if value and _is_input_file(value):
                 yield value
         elif isinstance(value, dict):
             for item in value.values():
@@ -31,13 +99,16 @@ def input_files(options: StrictConfig | None) -> list[str]:
             for item in value:
                 yield from walk(item)
 
-    return list(dict.fromkeys(walk(options.to_dict())))
+    return list(dict.fromkeys(walk(raw)))
 
 
-def open_source(
-    dataset: str, options: StrictConfig | None
-) -> tuple[RawSchema, Table, dict[str, Any]]:
+def open_source(dataset: str, options: Any) -> tuple[RawSchema, Table, dict[str, Any]]:
     """Open source ``dataset`` lazily.
+
+    Args:
+        dataset: Source name.
+        options: Its options: a raw mapping (validated strictly by
+            ``read_source``), its typed options object, or ``None``.
 
     Returns:
         The raw schema, the lazy table and the ``raw_schema`` artefact: the
@@ -51,7 +122,7 @@ def open_source(
     record = {
         **schema.to_dict(),
         "dataset": dataset,
-        "options": options.to_dict() if options is not None else None,
+        "options": options_dict(options),
         "inputs": input_files(options),
         "input_splits": {
             split: str(path) for split, path in files if split is not None

@@ -1,5 +1,13 @@
 """Helpers shared by the file readers: file checks, re-chunking, column coercion.
 
+Input files are paths or fsspec URLs (``s3://``, ``gcs://``, ``memory://``,
+``file://``...): :func:`require_file` checks them through fsspec and returns
+a local file as a :class:`~pathlib.Path` (readers that hand a path to
+pyarrow keep its native, memory-mapped reader) and any other file as its URL
+(:data:`InputPath`); :func:`open_input` opens either, decompressing by the
+file extension (``compression="infer"``), and the CSV helpers read through it
+with pandas, chunk by chunk.
+
 The coercion helpers implement the house rule that sources never *clean*
 data. They only give columns a stable dtype so that every chunk of one source
 has the same schema:
@@ -18,8 +26,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -27,6 +36,9 @@ from mtl_reco.sources.base import SPLIT_COLUMN, SPLITS, SourceError
 from mtl_reco.tables import StreamTable
 
 logger = logging.getLogger(__name__)
+
+InputPath = Path | str
+"""A checked input file: a local :class:`Path`, or the fsspec URL of another file."""
 
 
 class SourceTable(StreamTable):
@@ -39,8 +51,9 @@ class SourceTable(StreamTable):
         num_rows: Number of rows when known without reading (the simulator).
         files: The input files in reading order, each as ``(split, path)``:
             ``split`` is the value of the ``split`` column its rows get, or
-            ``None`` when the file's rows carry no split (a single file).
-            Empty when the reader does not say (the simulator, ``ali_ccp_raw``).
+            ``None`` when the file's rows carry no split (a single file);
+            ``path`` is an :data:`InputPath`. Empty when the reader does not
+            say (the simulator, ``ali_ccp_raw``).
     """
 
     def __init__(
@@ -48,11 +61,11 @@ class SourceTable(StreamTable):
         produce: Callable[[int], Iterable[pd.DataFrame]],
         columns: Sequence[str] | None,
         num_rows: int | None = None,
-        files: Sequence[tuple[str | None, Path]] = (),
+        files: Sequence[tuple[str | None, InputPath]] = (),
     ) -> None:
         super().__init__(produce, columns)
         self._num_rows = num_rows
-        self.files: tuple[tuple[str | None, Path], ...] = tuple(files)
+        self.files: tuple[tuple[str | None, InputPath], ...] = tuple(files)
 
     @property
     def num_rows(self) -> int | None:
@@ -60,21 +73,67 @@ class SourceTable(StreamTable):
         return self._num_rows
 
 
-def require_file(path: str | Path, source: str, what: str = "file") -> Path:
-    """Return ``path`` as a :class:`Path` after checking it is a non-empty file.
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` names a protocol (``s3://...``, ``file://...``)."""
+    return isinstance(location, str) and "://" in location
+
+
+def require_file(path: str | Path, source: str, what: str = "file") -> InputPath:
+    """Check that ``path`` (a path or fsspec URL) is a non-empty file.
+
+    Returns:
+        A local file (a plain path or a ``file://`` URL) as a :class:`Path`,
+        any other file as its URL.
 
     Raises:
-        SourceError: The file is missing, is a folder, or has zero bytes; the
-            message names the path.
+        SourceError: The file is missing, is a folder, or has zero bytes; or
+            its filesystem cannot be reached (an unknown protocol, a missing
+            fsspec implementation, no access). The message names the location.
     """
-    p = Path(path)
-    if not p.exists():
-        raise SourceError(f"{source}: {what} not found: {p}")
-    if not p.is_file():
-        raise SourceError(f"{source}: {what} is not a regular file: {p}")
-    if p.stat().st_size == 0:
-        raise SourceError(f"{source}: {what} is empty (0 bytes): {p}")
-    return p
+    location = str(path)
+    try:
+        fs, inner = fsspec.core.url_to_fs(location)
+        if not fs.exists(inner):
+            raise SourceError(f"{source}: {what} not found: {location}")
+        if fs.isdir(inner) or not fs.isfile(inner):
+            raise SourceError(f"{source}: {what} is not a regular file: {location}")
+        if fs.size(inner) == 0:
+            raise SourceError(f"{source}: {what} is empty (0 bytes): {location}")
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(
+            f"{source}: cannot check {what} {location}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if _is_local(fs):
+        return Path(inner) if is_url(location) else Path(location)
+    return location
+
+
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def open_input(path: InputPath) -> IO[bytes]:
+    """Open an input file for binary reading, decompressed by its extension.
+
+    The caller closes it (``with open_input(path) as file: ...``).
+    """
+    opened: IO[bytes] = fsspec.open(str(path), mode="rb", compression="infer").open()
+    return opened
+
+
+def arrow_input(path: InputPath) -> Path | IO[bytes]:
+    """What to hand pyarrow's readers: a local path as is, else an open file.
+
+    pyarrow reads (and decompresses by extension) local paths natively; a
+    file on another filesystem is opened through fsspec (decompressed by
+    extension too). The open file is closed when the reader is dropped.
+    """
+    if isinstance(path, Path):
+        return path
+    return open_input(path)
 
 
 def check_chunk_rows(chunk_rows: int) -> int:
@@ -174,8 +233,8 @@ def resolve_split_paths(
     source: str,
     path: str | None,
     splits: Mapping[str, str | None],
-) -> list[tuple[str | None, Path]]:
-    """Turn ``path`` / per-split paths into ``[(split or None, Path)]``.
+) -> list[tuple[str | None, InputPath]]:
+    """Turn ``path`` / per-split paths into ``[(split or None, InputPath)]``.
 
     Exactly one of ``path`` and the per-split mapping must be given. With one
     file there is no split column (``split`` is ``None``); with several files
@@ -211,43 +270,51 @@ def resolve_split_paths(
 
 
 def iter_csv_chunks(
-    path: Path,
+    path: InputPath,
     source: str,
     chunk_rows: int,
     **read_kwargs: Any,
 ) -> Iterator[pd.DataFrame]:
-    """Read a CSV (plain or compressed) with pandas in chunks.
+    """Read a CSV (plain or compressed, local or fsspec URL) with pandas in chunks.
 
-    Unreadable input becomes a :class:`SourceError` naming the file: a parse
-    error (pandas reports the line, e.g. "Expected 42 fields in line 7,
-    saw 43"), no columns at all, a corrupt archive, undecodable bytes.
-    Yields nothing when the file has a header but no rows.
+    The file is opened with ``fsspec.open(..., compression="infer")`` and
+    closed when the iteration ends. Unreadable input becomes a
+    :class:`SourceError` naming the file: a parse error (pandas reports the
+    line, e.g. "Expected 42 fields in line 7, saw 43"), no columns at all, a
+    corrupt archive, undecodable bytes. Yields nothing when the file has a
+    header but no rows.
     """
     try:
-        reader = pd.read_csv(path, chunksize=chunk_rows, **read_kwargs)
+        file = open_input(path)
     except Exception as exc:
         raise _read_error(path, source, exc) from exc
-    with reader:
-        while True:
-            try:
-                chunk = next(reader)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise _read_error(path, source, exc) from exc
-            yield chunk
+    with file:
+        try:
+            reader = pd.read_csv(file, chunksize=chunk_rows, **read_kwargs)
+        except Exception as exc:
+            raise _read_error(path, source, exc) from exc
+        with reader:
+            while True:
+                try:
+                    chunk = next(reader)
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    raise _read_error(path, source, exc) from exc
+                yield chunk
 
 
-def read_csv_header(path: Path, source: str, **read_kwargs: Any) -> list[str]:
+def read_csv_header(path: InputPath, source: str, **read_kwargs: Any) -> list[str]:
     """Column names of a CSV with a header row (:class:`SourceError` if none)."""
     try:
-        frame = pd.read_csv(path, nrows=0, **read_kwargs)
+        with open_input(path) as file:
+            frame = pd.read_csv(file, nrows=0, **read_kwargs)
     except Exception as exc:
         raise _read_error(path, source, exc) from exc
     return [str(c) for c in frame.columns]
 
 
-def _read_error(path: Path, source: str, exc: Exception) -> SourceError:
+def _read_error(path: InputPath, source: str, exc: Exception) -> SourceError:
     if isinstance(exc, pd.errors.EmptyDataError):
         return SourceError(f"{source}: {path} has no columns (empty file?)")
     if isinstance(exc, pd.errors.ParserError):

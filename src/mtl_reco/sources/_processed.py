@@ -27,7 +27,6 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,8 +34,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from mtl_reco.sources._common import (
+    InputPath,
     SourceTable,
     add_split,
+    arrow_input,
     check_chunk_rows,
     read_csv_header,
     rechunk,
@@ -109,7 +110,7 @@ def read_processed(
 
 
 def _common_columns(
-    fmt: ProcessedFormat, schema: RawSchema, paths: Sequence[Path]
+    fmt: ProcessedFormat, schema: RawSchema, paths: Sequence[InputPath]
 ) -> list[str]:
     """Format columns present in every file, in schema order (others warned)."""
     wanted = [c for c in schema.columns if c != SPLIT_COLUMN]
@@ -138,7 +139,7 @@ def _common_columns(
 
 def _iter_file(
     fmt: ProcessedFormat,
-    path: Path,
+    path: InputPath,
     split: str | None,
     columns: list[str],
     chunk_rows: int,
@@ -148,7 +149,7 @@ def _iter_file(
     types = {c: _ARROW_TYPES[fmt.kind(c)] for c in columns}
     try:
         reader = pacsv.open_csv(
-            path,
+            arrow_input(path),  # a local path, or an fsspec file for a URL
             read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
             convert_options=pacsv.ConvertOptions(
                 column_types=types, include_columns=columns, strings_can_be_null=True
@@ -167,7 +168,7 @@ def _iter_file(
 
 
 def _iter_batches(
-    fmt: ProcessedFormat, reader: pacsv.CSVStreamingReader, path: Path
+    fmt: ProcessedFormat, reader: pacsv.CSVStreamingReader, path: InputPath
 ) -> Iterator[pd.DataFrame]:
     while True:
         try:
@@ -180,7 +181,7 @@ def _iter_batches(
             yield batch.to_pandas()
 
 
-def _arrow_error(source: str, path: Path, exc: Exception) -> SourceError:
+def _arrow_error(source: str, path: InputPath, exc: Exception) -> SourceError:
     """Turn pyarrow's "Row #N" / "column #N" into a file, line and column name.
 
     pyarrow's ``Row #N`` is the 1-based physical line (the header is line 1)
@@ -205,7 +206,7 @@ def _arrow_error(source: str, path: Path, exc: Exception) -> SourceError:
     return SourceError(f"{source}: cannot read {where}: {message}")
 
 
-def _header_or_none(path: Path, source: str) -> list[str] | None:
+def _header_or_none(path: InputPath, source: str) -> list[str] | None:
     try:
         return read_csv_header(path, source)
     except SourceError:

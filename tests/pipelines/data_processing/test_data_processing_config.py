@@ -40,7 +40,14 @@ def test_every_dataset_of_the_pipeline_is_declared_in_the_catalog():
     datasets = {d for d in create_pipeline().datasets() if not d.startswith("params:")}
     assert datasets - set(catalog) == set()
     for name in datasets:
-        assert catalog[name]["filepath"].startswith("data/0"), name
+        entry = catalog[name]
+        if name.endswith("_files"):  # a source's raw input files
+            assert entry["type"] == "mtl_reco.datasets.SourceFilesDataset", name
+            assert entry["metadata"]["kedro-viz"]["layer"] == "raw", name
+            continue
+        assert entry["filepath"].startswith("data/0"), name
+    sources = {d.removesuffix("_files") for d in datasets if d.endswith("_files")}
+    assert sources == {"census_income", "ali_ccp", "ali_ccp_raw", "aliexpress"}
 
 
 @pytest.mark.parametrize("env", ["base", "test"])
@@ -57,11 +64,23 @@ def test_parameters_build_the_typed_configs(env):
 
 def test_shared_data_paths_follow_the_environment_variable(monkeypatch):
     monkeypatch.delenv("MTL_RECO_SHARED_DATA", raising=False)
-    path = loader("base")["parameters"]["sources"]["census_income"]["path"]
-    assert path.startswith("../shared/data/census-income-kdd/")
+    files = loader("base")["catalog"]["census_income_files"]["files"]
+    assert files["path"].startswith("../shared/data/census-income-kdd/")
     monkeypatch.setenv("MTL_RECO_SHARED_DATA", "/elsewhere")
-    path = loader("base")["parameters"]["sources"]["census_income"]["path"]
-    assert path.startswith("/elsewhere/census-income-kdd/")
+    catalog = loader("base")["catalog"]
+    assert catalog["census_income_files"]["files"]["path"].startswith(
+        "/elsewhere/census-income-kdd/"
+    )
+    assert catalog["ali_ccp_files"]["files"]["train"].startswith("/elsewhere/ali-ccp/")
+
+
+def test_parameters_name_no_input_file():
+    """Files are catalog entries (``<source>_files``), not parameters."""
+    for env in ("base", "test", "census_income", "ali_ccp", "aliexpress"):
+        sources = loader(env)["parameters"]["sources"]
+        for source, block in sources.items():
+            given = {"path", "paths", "train", "valid", "test", "directory"}
+            assert not given & set(block or {}), (env, source)
 
 
 def test_dataset_switch_is_one_runtime_parameter():

@@ -15,6 +15,7 @@ import pytest
 
 from mtl_reco.modeling.schema import FeatureSchema, Funnel
 
+from ..conftest import use_source_files
 from .conftest import copy_project
 
 KEDRO = Path(sys.executable).with_name("kedro")
@@ -133,11 +134,9 @@ def test_census_income_end_to_end(tmp_path, shared_data):
         for _, line in zip(range(3000), src, strict=False):
             dst.write(line)
     project = copy_project(tmp_path / "project", with_src=True)
-    kedro_run(
-        project,
-        "--params",
-        f"dataset=census_income,sources.census_income.path={sample}",
-    )
+    # the source's file is a catalog entry; a file:// URL reads like a path
+    use_source_files(project, "census_income", {"path": sample.as_uri()})
+    kedro_run(project, "--params", "dataset=census_income")
     for rel in ARTEFACTS:
         assert (project / rel).is_file(), rel
     validation = load(project, "data/08_reporting/validation/validation_report.json")

@@ -18,6 +18,7 @@ import pytest
 from mtl_reco.processing.encoder import EncoderError
 from mtl_reco.processing.validation import DataValidationError
 
+from ..conftest import use_source_files
 from .conftest import ali_ccp_frame, copy_project, run_session
 
 DOWNSTREAM = (
@@ -31,9 +32,10 @@ REPORT = "data/08_reporting/validation/validation_report.json"
 SUMMARY = "data/08_reporting/validation/validation_summary.md"
 
 
-def params(csv: Path, **validation) -> dict:
-    one_file = {"path": str(csv), "train": None, "valid": None, "test": None}
-    out = {"dataset": "ali_ccp", "sources": {"ali_ccp": one_file}}
+def params(project: Path, csv: Path, **validation) -> dict:
+    """Read one Ali-CCP file (the catalog's ali_ccp_files) with these rules."""
+    use_source_files(project, "ali_ccp", {"path": csv})
+    out: dict = {"dataset": "ali_ccp"}
     if validation:
         out["validation"] = validation
     return out
@@ -50,7 +52,7 @@ def good_project(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("good") / "project")
     csv = project / "data" / "01_raw" / "ali_ccp.csv"
     ali_ccp_frame(100).to_csv(csv, index=False)
-    run_session(project, params(csv))
+    run_session(project, params(project, csv))
     yield project
     mp.undo()
 
@@ -130,7 +132,7 @@ def test_bad_file_stops_the_run_with_a_clear_error(project, case):
     corrupt(ali_ccp_frame(100)).to_csv(csv, index=False)
 
     with pytest.raises(DataValidationError) as err:
-        run_session(project, params(csv, **validation))
+        run_session(project, params(project, csv, **validation))
 
     message = str(err.value)
     assert message.startswith(f"validation failed for source 'ali_ccp' (file {csv}): ")
@@ -149,7 +151,7 @@ def test_bad_file_stops_the_run_with_a_clear_error(project, case):
 def test_purchase_without_click_is_soft_by_default_and_dropped(project):
     csv = project / "data" / "01_raw" / "noisy.csv"
     _purchase_without_click(ali_ccp_frame(100)).to_csv(csv, index=False)
-    run_session(project, params(csv))
+    run_session(project, params(project, csv))
     report = json.loads((project / REPORT).read_text())
     assert report["success"] is True and report["soft_failures"] == 1
     labels = json.loads((project / "data/08_reporting/label_report.json").read_text())
@@ -164,7 +166,7 @@ def test_zero_byte_file_is_a_clear_source_error(project):
     csv.write_bytes(b"")
     before = snapshot(project)
     with pytest.raises(Exception, match=r"ali_ccp: .*is empty \(0 bytes\)"):
-        run_session(project, params(csv))
+        run_session(project, params(project, csv))
     assert snapshot(project) == before
 
 
@@ -203,10 +205,8 @@ def test_header_only_train_file_fails_validation_naming_it(project):
     frame.iloc[:60].to_csv(files["valid"], index=False)
     frame.iloc[60:].to_csv(files["test"], index=False)
     before = snapshot(project)
-    runtime = {
-        "dataset": "ali_ccp",
-        "sources": {"ali_ccp": {"path": None, **{k: str(v) for k, v in files.items()}}},
-    }
+    use_source_files(project, "ali_ccp", files)
+    runtime = {"dataset": "ali_ccp"}
 
     with pytest.raises(DataValidationError) as err:
         run_session(project, runtime)
@@ -236,11 +236,8 @@ def test_header_only_train_file_with_soft_row_count_fails_in_fit_encoder(project
     frame.iloc[:0].to_csv(files["train"], index=False)
     frame.iloc[:60].to_csv(files["valid"], index=False)
     frame.iloc[60:].to_csv(files["test"], index=False)
-    runtime = {
-        "dataset": "ali_ccp",
-        "sources": {"ali_ccp": {"path": None, **{k: str(v) for k, v in files.items()}}},
-        "validation": {"rules": {"row_count": "soft"}},
-    }
+    use_source_files(project, "ali_ccp", files)
+    runtime = {"dataset": "ali_ccp", "validation": {"rules": {"row_count": "soft"}}}
     # a soft row count only warns; the empty train split then stops the run
     # in fit_encoder, whose message names the parquet file of the train split
     with pytest.raises(
