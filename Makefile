@@ -1,7 +1,17 @@
 # mtl_reco: every target sets up the virtual environment first (idempotent).
-# Python 3.11 is required (the pinned stack is checked on it).
+# Python 3.11, 3.12 or 3.13 (requires-python >=3.11,<3.14; the pinned stack is
+# checked on each). PYTHON defaults to the first of python3.11, python3.12,
+# python3.13 that runs (a pyenv shim for a version not selected does not);
+# override with `make setup PYTHON=python3.13` (or a path).
+# torch==2.13.0 is installed first: on 3.11 pip finds the CPU wheel on local
+# disk; on 3.12/3.13 it comes from PyPI as the CUDA build (with its nvidia-*
+# wheels, several GB; it runs on the CPU as well). TORCH_PIP_ARGS adds pip
+# options to that one install, e.g. an index that serves CPU-only wheels:
+#   make setup PYTHON=python3.12 TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 
-PYTHON ?= python3.11
+SUPPORTED_PYTHONS := python3.11 python3.12 python3.13
+PYTHON ?= $(shell for p in $(SUPPORTED_PYTHONS); do $$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
+TORCH_PIP_ARGS ?=
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -11,16 +21,18 @@ export KEDRO_DISABLE_TELEMETRY := true
 .PHONY: setup run test test-fast lint format viz mlflow-ui benchmarks clean-data
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "error: no supported Python found: none of $(SUPPORTED_PYTHONS) runs (Python >=3.11,<3.14 is required; set PYTHON=...)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null || { echo "error: PYTHON=$(PYTHON) does not run or is not Python 3.11-3.13 (>=3.11,<3.14 is required)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, pinned: the CPU wheel (an open requirement would pull a CUDA build)
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,dev,bench]"
+	# torch first, pinned (an open requirement would pull the newest CUDA build);
+	# the CPU wheel on 3.11 (local disk), PyPI's CUDA build on 3.12/3.13
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,bench,notebook]"
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the project with test/dev/bench extras
+setup: $(STAMP)  ## create .venv and install the project with test/dev/bench/notebook extras
 
 run: $(STAMP)  ## the main job: data processing, all five experiments, comparison
 	$(BIN)/kedro run
@@ -44,8 +56,8 @@ format: $(STAMP)
 viz: $(STAMP)  ## build the kedro-viz static site into build/
 	$(BIN)/kedro viz build
 
-mlflow-ui: $(STAMP)  ## open the MLflow UI on the local tracking store
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --port 5000
+mlflow-ui: $(STAMP)  ## kedro mlflow ui: the MLflow UI on the store of conf/base/mlflow.yml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/kedro mlflow ui
 
 clean-data:  ## delete every generated artefact under data/ (keeps the folders)
 	find data -type f ! -name .gitkeep -delete

@@ -630,7 +630,7 @@ def model_encoder_mismatch(
         f"the model was trained with feature encoder {recorded}, but the current "
         f"feature_encoder is {encoder_digest(feature_encoder)} (data processing "
         "ran again since); retrain it on the current data "
-        f"(`kedro run --pipeline=train_{experiment}`)"
+        f"(`kedro run --pipelines=train_{experiment}`)"
     )
 
 

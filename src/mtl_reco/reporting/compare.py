@@ -1,4 +1,8 @@
-"""Side-by-side comparison of every experiment that has test metrics."""
+"""Side-by-side comparison of every experiment that has test metrics.
+
+The chart is a :class:`matplotlib.figure.Figure` built without ``pyplot``, so
+no backend is selected at import or call (see :mod:`mtl_reco.reporting.plots`).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from mtl_reco.reporting.plots import ReportFigure
 
 
 def comparison_table(metrics: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
@@ -56,7 +57,8 @@ def comparison_chart(table: pd.DataFrame) -> Figure:
         for c in table.columns
         if (c.endswith(".auc") and not c.startswith("mean.")) or c == "funnel.cvr_auc"
     ]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * max(len(table), 1) + 3), 4.5))
+    fig = ReportFigure(figsize=(max(6.0, 1.4 * max(len(table), 1) + 3), 4.5))
+    ax = fig.subplots()
     if table.empty or not auc_cols:
         ax.text(0.5, 0.5, "no experiment has test metrics yet", ha="center")
         ax.axis("off")

@@ -1,18 +1,38 @@
-"""Figures for one experiment: learning curves, task weights, ROC curves."""
+"""Figures for one experiment: learning curves, task weights, ROC curves.
+
+Each function builds a :class:`matplotlib.figure.Figure` directly, never
+through ``pyplot``: no backend is selected or switched, so importing this
+module leaves a notebook's inline backend alone, and a headless run needs no
+GUI. Saving (``MatplotlibDataset``, MLflow ``log_figure``) renders through
+``Figure.savefig``, which picks the Agg canvas for PNG by itself. In Jupyter a
+figure shows as a PNG with ``display(fig)`` (or as a cell's last value), with
+or without ``pyplot`` imported (:class:`ReportFigure`).
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are written to files
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+
+class ReportFigure(Figure):
+    """A plain :class:`~matplotlib.figure.Figure` that IPython can show as a PNG.
+
+    A figure made without ``pyplot`` has no display formatter until some
+    ``pyplot`` code loads the notebook's inline backend; ``_repr_png_`` lets
+    ``display(fig)`` render it in any case, through the same ``savefig`` the
+    catalog uses. Where the inline backend is loaded, its formatter is used.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def _epochs(history: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -31,7 +51,8 @@ def learning_curves(
     """
     records = _epochs(history)
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = ReportFigure(figsize=(11, 4))
+    ax_loss, ax_auc = fig.subplots(1, 2)
     for task in tasks:
         train = [r.get("train_loss", {}).get(task, np.nan) for r in records]
         valid = [r.get("valid", {}).get(f"{task}.loss", np.nan) for r in records]
@@ -67,7 +88,8 @@ def task_weights(
     """Mean task weight per epoch (what the loss-weighting strategy chose)."""
     records = _epochs(history)
     epochs = [r["epoch"] for r in records]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = ReportFigure(figsize=(6, 4))
+    ax = fig.subplots()
     for task in tasks:
         ax.plot(
             epochs,
@@ -117,7 +139,8 @@ def roc_curves(
         title: Figure title.
         masks: Optional boolean row mask per curve (e.g. clicked rows for CVR).
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = ReportFigure(figsize=(5, 5))
+    ax = fig.subplots()
     for name in labels:
         y, s = np.asarray(labels[name]), np.asarray(scores[name])
         if masks is not None and name in masks:

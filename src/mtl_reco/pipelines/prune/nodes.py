@@ -16,7 +16,7 @@ def prune_data(runs: RunsConfig) -> dict[str, Any]:
 
     Every successful run prunes the same way at its end; this node does it on
     demand, e.g. with a smaller number:
-    ``kedro run --pipeline=prune --params runs.keep_versions=3``.
+    ``kedro run --pipelines=prune --params runs.keep_versions=3``.
 
     Returns:
         The ``prune_report``: what was deleted and the bytes freed.

@@ -2,7 +2,7 @@
 
 Run it with the experiment and the input chosen on the command line::
 
-    kedro run --pipeline=score --params \
+    kedro run --pipelines=score --params \
       "score.experiment=ple,score.source=ali_ccp,score.options.path=new.csv"
 """
 
