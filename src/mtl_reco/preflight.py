@@ -40,7 +40,7 @@ from mtl_reco.experiment import trained_experiments
 
 logger = logging.getLogger(__name__)
 
-HOOK_BLOCKS = frozenset({"tracking", "runs"})
+HOOK_BLOCKS = frozenset({"runs"})
 """Top-level parameter blocks read by hooks rather than by nodes."""
 
 
@@ -302,15 +302,15 @@ def _check_inputs(
                 raise PreflightError(
                     f"no trained model for score.experiment={experiment!r}"
                     + (f" ({where})" if where else "")
-                    + f": train it first (`kedro run --pipeline=train_{experiment}`) "
+                    + f": train it first (`kedro run --pipelines=train_{experiment}`) "
                     "or name a trained experiment"
                 )
             missing.append(f"'{name}'" + (f" ({where})" if where else ""))
     if missing:
         raise PreflightError(
             f"input(s) {', '.join(missing)} do not exist yet: run the pipeline "
-            "that writes them first (e.g. `kedro run --pipeline=data_processing` "
-            "or `kedro run --pipeline=train_<experiment>`)"
+            "that writes them first (e.g. `kedro run --pipelines=data_processing` "
+            "or `kedro run --pipelines=train_<experiment>`)"
         )
 
 

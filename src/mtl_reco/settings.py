@@ -8,22 +8,21 @@
 * :class:`~mtl_reco.guard.RunGuardHook` makes every run safe to leave alone:
   checks before the first node, one run at a time per data folder, outputs
   that become current only when the run succeeds (see :mod:`mtl_reco.guard`).
-* MLflow tracking is done by the project's own hook (one run per
-  experiment, see :mod:`mtl_reco.hooks`). kedro-mlflow is not a dependency
-  (it would put a whole ``kedro run`` into one MLflow run and import MLflow at
-  every Kedro command); should it be installed anyway, its hook is disabled so
-  a run is never tracked twice.
+* MLflow tracking is kedro-mlflow's (``conf/<env>/mlflow.yml``, ``kedro mlflow
+  ui``) with one child run per experiment and registered ONNX models added by
+  :class:`~mtl_reco.hooks.ExperimentTrackingHook`, a subclass of its hook.
+  The plugin's own hook instance is disabled, so a run is tracked once.
 """
 
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from mtl_reco.guard import RunGuardHook
-from mtl_reco.hooks import MlflowTrackingHook
+from mtl_reco.hooks import ExperimentTrackingHook
 
 # The guard's hooks are marked tryfirst: its checks and lock come before the
 # MLflow runs are opened, and its promotion before they are closed.
-HOOKS = (MlflowTrackingHook(), RunGuardHook())
+HOOKS = (ExperimentTrackingHook(), RunGuardHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -32,6 +31,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "custom_resolvers": {"oc.env": oc.env},
     # conf/test and conf/local override single keys of a parameter block
-    # (e.g. sources.simulated.n_rows) instead of replacing the whole block.
-    "merge_strategy": {"parameters": "soft"},
+    # (e.g. sources.simulated.n_rows) or of mlflow.yml instead of replacing
+    # the whole block.
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
 }

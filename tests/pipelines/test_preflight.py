@@ -85,7 +85,9 @@ def test_default_leaves_out_what_cannot_train_on_the_data():
     try:
         preflight.remember_parameters({**params, "dataset": "simulated"})
         default = registry.register_pipelines()["__default__"]
-        assert {n.namespace for n in default.nodes if n.namespace} == set(EXPERIMENTS)
+        assert {n.namespace for n in default.nodes if n.namespace} == set(
+            EXPERIMENTS
+        ) | {"data_processing"}
         preflight.remember_parameters(
             {**params, "dataset": "simulated", "labels": {"funnel": "none"}}
         )
@@ -99,7 +101,7 @@ def test_default_leaves_out_what_cannot_train_on_the_data():
         finally:
             target.removeHandler(handler)
         namespaces = {n.namespace for n in pipes["__default__"].nodes if n.namespace}
-        assert namespaces == set(EXPERIMENTS) - {"esmm"}
+        assert namespaces == (set(EXPERIMENTS) - {"esmm"}) | {"data_processing"}
         warned = [r.getMessage() for r in seen if r.levelno == logging.WARNING]
         assert len(warned) == 1
         assert warned[0].startswith("__default__ leaves out experiment 'esmm'")
@@ -201,6 +203,15 @@ def test_a_promotion_that_cannot_complete_moves_nothing(project):
         )
     assert current() == before and before
     assert not any((project / "data/.staging").iterdir())  # nothing half-promoted
+    # its MLflow run is ended FAILED, not left open for MLflow's exit handler
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    assert mlflow.active_run() is None
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mtl_reco_test")
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED"]
     (kept,) = (project / "data/failed_runs").iterdir()
     assert (kept / "outputs/08_reporting/label_report.json").is_file()
     report.rmdir()
@@ -208,12 +219,22 @@ def test_a_promotion_that_cannot_complete_moves_nothing(project):
     assert report.is_file()
 
 
-def test_an_unreachable_tracking_store_does_not_stop_or_block_the_run(project):
-    run_session(
-        project,
-        {"tracking": {"tracking_uri": "sqlite:////proc/no/such/dir/mlflow.db"}},
-        pipeline="train_mmoe",
+def test_an_unreachable_tracking_store_does_not_stop_or_block_the_run(
+    project, monkeypatch
+):
+    (project / "conf/test/mlflow.yml").write_text(
+        "server:\n  mlflow_tracking_uri: sqlite:////proc/no/such/dir/mlflow.db\n"
     )
+    from mtl_reco import hooks
+
+    errors: list[str] = []
+    # the session's logging set-up drops handlers added to its loggers
+    monkeypatch.setattr(
+        hooks.logger, "error", lambda msg, *args: errors.append(msg % args)
+    )
+    run_session(project, pipeline="train_mmoe")
+    assert len(errors) == 1
+    assert errors[0].startswith("MLflow: tracking is off for this run (")
     assert (project / "data/05_model_input/encoded_train.parquet").is_file()
     assert not any((project / "data/.staging").iterdir())
     assert FileLock(project / "data" / ".run.lock").acquire() is None  # released

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import torch
 
-from .conftest import PROJECT_ROOT, copy_project
+from .conftest import PROJECT_ROOT, copy_project, use_source_files
 
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 pytestmark = pytest.mark.slow
@@ -210,17 +210,24 @@ def test_failing_run_changes_nothing_a_later_run_loads(
         bad = tmp_path / "train_header_only.csv"
         header = (sample / "ali_ccp_train_sample.csv").read_text().splitlines()[0]
         bad.write_text(header + "\n")
-        params = f"dataset=ali_ccp,sources.ali_ccp.train={bad}"
         expected = f"input file {bad} (split 'train') has 0 rows"
     else:
         frame = pd.read_csv(sample / "ali_ccp_train_sample.csv")
         frame.loc[3, "click"] = 2
         bad = tmp_path / "label_of_two.csv"
         frame.to_csv(bad, index=False)
-        params = f"dataset=ali_ccp,sources.ali_ccp.train={bad}"
         expected = "on column 'click': 1 of"
     before = checksums(project)
-    proc = kedro(project, "--pipeline=train_mmoe", "--env", "test", "--params", params)
+    # the bad train file replaces the catalog's (ali_ccp_files), for this run only
+    files = {
+        "train": bad,
+        "valid": sample / "ali_ccp_val_sample.csv",
+        "test": sample / "ali_ccp_test_sample.csv",
+    }
+    use_source_files(project, "ali_ccp", files)
+    proc = kedro(
+        project, "--pipeline=train_mmoe", "--env", "test", "--params", "dataset=ali_ccp"
+    )
     assert proc.returncode == 1
     line = error_line(proc)
     assert "validation failed for source 'ali_ccp'" in line and expected in line
@@ -269,9 +276,15 @@ def test_interrupted_and_killed_runs_change_nothing_and_are_closed(project, tmp_
     assert "was left RUNNING by a process that is gone; marked KILLED" in out
     statuses = [r["status"] for r in history(project)]
     assert statuses[-3:] == ["interrupted", "killed", "succeeded"]
-    runs = mlflow_runs(project)
-    assert len(runs) == runs_before + 2
-    assert [r.info.status for r in runs[-2:]] == ["KILLED", "KILLED"]
+    # each run and its experiment's child run; the comparison's own run
+    runs = mlflow_runs(project)[runs_before:]
+    assert [(r.info.run_name, r.info.status) for r in runs] == [
+        ("train_mmoe", "KILLED"),
+        ("mmoe", "KILLED"),
+        ("train_mmoe", "KILLED"),
+        ("mmoe", "KILLED"),
+        ("compare", "FINISHED"),
+    ]
     failed = sorted((project / "data" / "failed_runs").iterdir())
     assert [json.loads((f / "run.json").read_text())["status"] for f in failed] == [
         "interrupted",
@@ -356,6 +369,18 @@ def test_resume_only_from_identical_settings_and_then_exactly(tmp_path):
             {"CUDA_VISIBLE_DEVICES": ""},
             "trainer.device: device 'cuda' requested but CUDA is not available",
         ),
+        (
+            "trainer.epochz=3",
+            {},
+            "error: trainer: unknown key 'epochz' for TrainerConfig "
+            "(did you mean 'epochs'?). Known keys: amp, batch_size,",
+        ),
+        (
+            "trainer.optimizer.lr=0",
+            {},
+            "error: trainer: TrainerConfig.optimizer: OptimizerConfig.lr must be "
+            "> 0.0, got 0",
+        ),
     ],
 )
 def test_knowable_problems_stop_the_run_before_its_first_node(
@@ -415,7 +440,7 @@ def test_partial_pipelines_read_the_current_artefacts(project):
     assert error_line(proc).startswith(
         "error: no trained model for score.experiment='mmoe'"
     )
-    assert "train it first (`kedro run --pipeline=train_mmoe`)" in error_line(proc)
+    assert "train it first (`kedro run --pipelines=train_mmoe`)" in error_line(proc)
     proc = kedro(
         fresh, "--pipeline=train_mmoe", "--env", "test", "--from-nodes=mmoe.train"
     )
@@ -502,7 +527,8 @@ def test_a_model_never_reads_data_of_another_encoder(project):
         line = error_line(proc)
         assert "the model was trained with feature encoder" in line
         assert (
-            "retrain it on the current data (`kedro run --pipeline=train_mmoe`)" in line
+            "retrain it on the current data "
+            "(`kedro run --pipelines=train_mmoe`)" in line
         )
         assert "Running node" not in proc.stderr
     assert checksums(project) == before

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from mtl_reco.typed_config import ConfigError, StrictConfig
+from pydantic import Field
+
+from mtl_reco.typed_config import StrictConfig
 
 
-@dataclass(frozen=True)
 class EvaluationConfig(StrictConfig):
     """How experiments are evaluated (shared by every experiment).
 
@@ -25,11 +25,10 @@ class EvaluationConfig(StrictConfig):
 
     group_column: str | None = None
     oracle: bool = True
-    batch_size: int = 16384
+    batch_size: int = Field(default=16384, ge=1)
     save_predictions: bool = True
 
 
-@dataclass(frozen=True)
 class ExportConfig(StrictConfig):
     """ONNX export and its parity check (shared by every experiment).
 
@@ -43,26 +42,22 @@ class ExportConfig(StrictConfig):
 
     opset: int = 18
     parity_rows: int | None = 20000
-    tolerance: float = 1e-5
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 37, 4096])
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        if self.tolerance <= 0:
-            raise ConfigError(f"export.tolerance must be > 0, got {self.tolerance}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError(
-                "export.batch_sizes must be a non-empty list of sizes >= 1"
-            )
+    tolerance: float = Field(default=1e-5, gt=0.0)
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = (
+        Field(default_factory=lambda: [1, 37, 4096])
+    )
 
 
-@dataclass(frozen=True)
 class ScoreConfig(StrictConfig):
     """What the ``score`` pipeline scores.
 
     Attributes:
         experiment: Whose ONNX model scores (also selects the catalog entry
             ``scoring_model`` through ``${runtime_params:score.experiment}``).
+        model_uri: An MLflow model URI to score with instead of the
+            experiment's local model (``models:/mtl_reco-ple@champion``,
+            ``models:/mtl_reco-mmoe/3``); ``experiment`` then names only the
+            output folder.
         source: Source reader for the input file (``ali_ccp``,
             ``census_income``, ``aliexpress``, ``ali_ccp_raw``, ``parquet``
             for a raw-events parquet file, ``simulated``).
@@ -78,18 +73,9 @@ class ScoreConfig(StrictConfig):
     """
 
     experiment: str = "mmoe"
+    model_uri: str | None = None
     source: str = "parquet"
-    options: dict[str, Any] = field(default_factory=dict)
-    keep_columns: list[str] = field(default_factory=list)
-    batch_size: int = 65536
-    max_rejected_share: float = 0.01
-
-    def validate(self) -> None:
-        """Check value ranges."""
-        if not 0.0 <= self.max_rejected_share <= 1.0:
-            raise ConfigError(
-                "score.max_rejected_share must be in [0, 1], got "
-                f"{self.max_rejected_share}"
-            )
-        if self.batch_size < 1:
-            raise ConfigError(f"score.batch_size must be >= 1, got {self.batch_size}")
+    options: dict[str, Any] = Field(default_factory=dict)
+    keep_columns: list[str] = Field(default_factory=list)
+    batch_size: int = Field(default=65536, ge=1)
+    max_rejected_share: float = Field(default=0.01, ge=0.0, le=1.0)

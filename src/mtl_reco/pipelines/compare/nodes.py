@@ -26,8 +26,11 @@ def compare_experiments(
             experiment that was never trained loads as ``None`` and is left out.
 
     Returns:
-        The comparison table (one row per experiment) and a bar chart of the
-        test AUCs.
+        The comparison table (one row per experiment, best first) and a bar
+        chart of the test AUCs. Experiments are ranked by their validation
+        mean AUC (``valid.mean.auc``; column ``rank``, 1 = best), never by a
+        test metric, so the test columns stay an unbiased report; the MLflow
+        hook moves the ``champion`` alias to the experiment ranked 1.
     """
     other = sorted(
         name
@@ -41,7 +44,7 @@ def compare_experiments(
             ", ".join(f"{n} ({(test_metrics[n] or {}).get('dataset')})" for n in other),
         )
     kept = {k: v for k, v in test_metrics.items() if k not in other}
-    table = comparison_table(kept)
+    table = rank_by_validation(comparison_table(kept), kept)
     missing = sorted(name for name, value in test_metrics.items() if not value)
     if missing:
         logger.info(
@@ -54,3 +57,30 @@ def compare_experiments(
                 table.round(4).to_string(index=False),
             )
     return table, comparison_chart(table)
+
+
+RANK_BY = "valid.mean.auc"
+
+
+def rank_by_validation(
+    table: pd.DataFrame, metrics: dict[str, dict[str, Any] | None]
+) -> pd.DataFrame:
+    """Add ``valid.mean.auc`` and ``rank`` (1 = best on it) and sort by rank.
+
+    An experiment without a validation AUC gets no rank and comes last.
+    """
+    if table.empty:
+        return table.assign(
+            **{RANK_BY: pd.Series(dtype=float), "rank": pd.Series(dtype="Int64")}
+        )
+    valid = {
+        name: ((value or {}).get("valid") or {}).get("mean", {}).get("auc")
+        for name, value in metrics.items()
+    }
+    table = table.copy()
+    table[RANK_BY] = table["experiment"].map(valid).astype(float)
+    table["rank"] = table[RANK_BY].rank(ascending=False, method="first").astype("Int64")
+    columns = ["rank", *[c for c in table.columns if c != "rank"]]
+    return table.sort_values(["rank", "experiment"], na_position="last").reset_index(
+        drop=True
+    )[columns]
