@@ -7,9 +7,11 @@ and Kedro's run parameters as tags, and ``kedro mlflow ui``.
 
 * **one child run per experiment namespace** (``mmoe``, ``ple``…) nested in
   the ``kedro run``'s run. A child opens when its experiment's first node
-  starts and closes when its last node ends, so its start and end times are
-  the experiment's own. It carries the experiment's parameters (flattened
-  keys), per-epoch metrics with ``step`` = epoch (``train_loss.*``,
+  starts and closes when its last node ends (in a run of several
+  experiments their nodes interleave, so each node's own seconds are logged
+  too: ``time.<node>_s``). It carries the experiment's parameters
+  (flattened, without the namespace: ``model.name``, so runs line up in
+  MLflow's comparison), per-epoch metrics with ``step`` = epoch (``train_loss.*``,
   ``weights.*``, ``valid.*``), final metrics under their own keys
   (``final.valid.*``, ``test.*``), the plots, the parity report and the ONNX
   model as an MLflow model (``mlflow.onnx``: MLmodel, a signature with one
@@ -153,6 +155,7 @@ class ExperimentTrackingHook(MlflowHook):
         self._models: dict[str, tuple[str, str]] = {}  # experiment -> (uri, sha)
         self._data_reports: dict[str, Any] = {}
         self._ranking: list[str] | None = None
+        self._node_started: dict[str, float] = {}
 
     # -- kedro-mlflow, made safe ------------------------------------------------
     def _disable(self, what: str, exc: BaseException) -> None:
@@ -272,6 +275,7 @@ class ExperimentTrackingHook(MlflowHook):
                 "MLflow: parameters of %s not logged (%s)", node.name, _one_line(exc)
             )
         exp = self._experiment_of(node)
+        self._node_started[node.name] = time.perf_counter()
         if (
             exp in self._pending
             and exp not in self._children
@@ -296,6 +300,7 @@ class ExperimentTrackingHook(MlflowHook):
                 logger.exception("MLflow: could not log %s", name)
         exp = self._experiment_of(node)
         if exp in self._children:
+            self._log_node_time(node, self._children[exp])
             self._pending[exp] -= 1
             if self._pending[exp] <= 0:
                 self._close_child(exp, "FINISHED")
@@ -436,6 +441,19 @@ class ExperimentTrackingHook(MlflowHook):
         self._children[exp] = run.info.run_id
         self._log_params(run.info.run_id, exp)
 
+    def _log_node_time(self, node: Node, run_id: str) -> None:
+        """``time.<node>_s``: the node's own seconds.
+
+        In a run of several experiments their nodes interleave (all training
+        nodes may come before the evaluations), so a child run's duration is
+        not its experiment's cost; the sum of these is.
+        """
+        started = self._node_started.pop(node.name, None)
+        if started is not None:
+            seconds = time.perf_counter() - started
+            key = f"time.{node.name.rpartition('.')[2]}_s"
+            _log_metrics(self._client, run_id, [(key, seconds)], step=0)
+
     def _close_child(self, exp: str, status: str) -> None:
         run_id = self._children.pop(exp)
         try:
@@ -451,7 +469,9 @@ class ExperimentTrackingHook(MlflowHook):
     def _log_params(self, run_id: str, exp: str) -> None:
         from mlflow.entities import Param
 
-        flat: dict[str, Any] = dict(flatten(self._params.get(exp) or {}, f"{exp}."))
+        # without the namespace (model.name, not mmoe.model.name): MLflow's
+        # comparison of experiment runs lines their parameters up
+        flat: dict[str, Any] = dict(flatten(self._params.get(exp) or {}, ""))
         for key in SHARED_BLOCKS:
             if key in self._params:
                 flat.update(flatten(self._params[key], f"{key}."))

@@ -56,7 +56,13 @@ def test_training_comparison_and_scoring_through_the_registry(tmp_path):
     # parameters: kedro-mlflow logs every node's on the parent
     assert parent.data.params["trainer.epochs"] == str(EPOCHS)
     assert parent.data.params["mmoe.model.name"] == "mmoe"
-    assert child.data.params["mmoe.model.name"] == "mmoe"
+    # the child's own parameters without the namespace, to line experiments up
+    assert child.data.params["model.name"] == "mmoe"
+    assert child.data.params["trainer.epochs"] == str(EPOCHS)
+    # each node's own time (experiments' nodes interleave in a longer run)
+    assert {"time.train_s", "time.evaluate_s", "time.export_onnx_s"} <= set(
+        child.data.metrics
+    )
 
     # per-epoch metrics are steps 1..epochs; final values under their own keys
     history = client.get_metric_history(child.info.run_id, "valid.mean.auc")

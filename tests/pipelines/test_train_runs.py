@@ -149,7 +149,7 @@ def test_train_pipeline_produces_metrics_plots_onnx_and_an_mlflow_run(tmp_path, 
     run, artefacts = mlflow_run(project, exp)
     assert run.info.status == "FINISHED" and run.info.run_name == exp
     assert run.data.tags["model"] == metrics["model"]
-    assert run.data.params[f"{exp}.model.name"] == metrics["model"]
+    assert run.data.params["model.name"] == metrics["model"]
     assert run.data.params["trainer.epochs"] == "2"
     assert 0.0 <= run.data.metrics["test.ctr.auc"] <= 1.0
     assert "train_loss.ctr" in run.data.metrics and "valid.mean.auc" in run.data.metrics
