@@ -45,6 +45,7 @@ import logging
 import math
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -140,6 +141,7 @@ class ExperimentTrackingHook(MlflowHook):
     def __init__(self) -> None:
         super().__init__()
         self._off = False
+        self._lock = threading.Lock()
         self._project_path = Path.cwd()
         self._params: dict[str, Any] = {}
         self._data_dir = ""
@@ -240,11 +242,23 @@ class ExperimentTrackingHook(MlflowHook):
         try:
             self._parent = self.run_id
             self._experiment_id = self._client.get_run(self.run_id).info.experiment_id
-            self._close_dead_runs()
+            try:
+                self._close_dead_runs()
+            except Exception as exc:
+                logger.error(
+                    "MLflow: could not look for runs left RUNNING (%s)", _one_line(exc)
+                )
             self._tags = self._common_tags(run_params)
             self._client.set_tag(self._parent, "mlflow.runName", self._run_name())
             for key, value in self._tags.items():
                 self._client.set_tag(self._parent, key, value)
+            if "ParallelRunner" in str(run_params.get("runner") or ""):
+                logger.warning(
+                    "MLflow: ParallelRunner runs the nodes in other processes; "
+                    "only this kedro run's MLflow run is tracked (no run per "
+                    "experiment, no registered model)"
+                )
+                return
             for exp in trained_experiments(pipeline.nodes):
                 self._pending[exp] = sum(
                     1 for n in pipeline.nodes if self._experiment_of(n) == exp
@@ -276,17 +290,18 @@ class ExperimentTrackingHook(MlflowHook):
             )
         exp = self._experiment_of(node)
         self._node_started[node.name] = time.perf_counter()
-        if (
-            exp in self._pending
-            and exp not in self._children
-            and exp not in self._closed
-        ):
-            try:
-                self._open_child(exp)
-            except Exception as exc:
-                logger.error(
-                    "MLflow: no run for experiment %s (%s)", exp, _one_line(exc)
-                )
+        with self._lock:  # ThreadRunner: two nodes of one experiment at once
+            if (
+                exp in self._pending
+                and exp not in self._children
+                and exp not in self._closed
+            ):
+                try:
+                    self._open_child(exp)
+                except Exception as exc:
+                    logger.error(
+                        "MLflow: no run for experiment %s (%s)", exp, _one_line(exc)
+                    )
 
     @hook_impl
     def after_node_run(self, node: Node, catalog: Any, outputs: dict[str, Any]) -> None:
@@ -299,11 +314,18 @@ class ExperimentTrackingHook(MlflowHook):
             except Exception:  # tracking must never break a training run
                 logger.exception("MLflow: could not log %s", name)
         exp = self._experiment_of(node)
-        if exp in self._children:
-            self._log_node_time(node, self._children[exp])
-            self._pending[exp] -= 1
-            if self._pending[exp] <= 0:
-                self._close_child(exp, "FINISHED")
+        with self._lock:
+            if exp not in self._children:
+                return
+            try:
+                self._log_node_time(node, self._children[exp])
+                self._pending[exp] -= 1
+                if self._pending[exp] <= 0:
+                    self._close_child(exp, "FINISHED")
+            except Exception as exc:  # a store outage must not fail the node
+                logger.error(
+                    "MLflow: could not update the run of %s (%s)", exp, _one_line(exc)
+                )
 
     @hook_impl
     def after_pipeline_run(
@@ -377,9 +399,19 @@ class ExperimentTrackingHook(MlflowHook):
 
     def _abort(self, status: str, end_parent: Callable[[], None] | None = None) -> None:
         """End the open child runs and the parent with ``status``; never raises."""
-        try:
-            for exp in list(self._children):
+        for exp in list(self._children):
+            try:
                 self._close_child(exp, status)
+            except Exception:
+                logger.exception("MLflow: could not end the run of %s", exp)
+        # experiments whose nodes all ran: none of their outputs became current
+        for exp, run_id in self._closed.items():
+            try:
+                ended = self._client.get_run(run_id).info.end_time
+                self._client.set_terminated(run_id, status, end_time=ended)
+            except Exception:
+                logger.exception("MLflow: could not mark the run of %s", exp)
+        try:
             if end_parent is not None:
                 end_parent()
             _end_stacked(self._parent, status)
@@ -599,13 +631,15 @@ class ExperimentTrackingHook(MlflowHook):
         folder's lock: a run still ``RUNNING`` for this folder on this host
         has no live owner. The run just opened is not tagged yet.
         """
-        query = (
-            "attributes.status = 'RUNNING' "
-            f"and tags.`{DATA_DIR_TAG}` = '{self._data_dir}' "
-            f"and tags.`{HOST_TAG}` = '{socket.gethostname()}'"
-        )
+        # folder and host compared here, not in the filter: a path may hold quotes
+        query = "attributes.status = 'RUNNING'"
         for run in self._client.search_runs([self._experiment_id], filter_string=query):
-            if run.info.run_id == self._parent:
+            tags = run.data.tags
+            if (
+                run.info.run_id == self._parent
+                or tags.get(DATA_DIR_TAG) != self._data_dir
+                or tags.get(HOST_TAG) != socket.gethostname()
+            ):
                 continue
             self._client.set_terminated(run.info.run_id, "KILLED")
             logger.warning(

@@ -123,4 +123,20 @@ def test_training_comparison_and_scoring_through_the_registry(tmp_path):
         latest(project, "data/07_model_output/mmoe/test_predictions.parquet")
     )
     assert len(by_uri) == len(reference) > 100
+    # a registered model is never scored under another experiment's name
+    proc = kedro(
+        project,
+        "run",
+        "--pipelines=score",
+        "--env",
+        "test",
+        "--params",
+        "score.model_uri=models:/mtl_reco-mmoe/1,score.experiment=ple",
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert (
+        "models:/mtl_reco-mmoe/1 is experiment 'mmoe', but score.experiment is 'ple'"
+    ) in proc.stderr
+    assert not (project / "data/07_model_output/ple").exists()
     np.testing.assert_allclose(by_uri["p_ctr"], reference["p_ctr"], atol=1e-5, rtol=0)

@@ -56,3 +56,10 @@ def test_census_paths_are_recorded(tmp_path: Path) -> None:
 def test_generated_source_has_no_input_splits() -> None:
     _, _, record = open_source("simulated", SimulatedOptions(n_rows=10))
     assert record["input_splits"] == {} and record["inputs"] == []
+
+
+def test_the_record_names_every_option_the_source_ran_with() -> None:
+    _, _, record = open_source("simulated", {"n_rows": 100, "seed": 3})
+    defaults = SimulatedOptions().to_dict()
+    assert record["options"] == {**defaults, "n_rows": 100, "seed": 3}
+    assert len(record["options"]) > 2  # the defaults too, not only what was set

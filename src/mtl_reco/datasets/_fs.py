@@ -92,11 +92,6 @@ class FsspecFileDataset(AbstractVersionedDataset[Any, Any]):
             return path
         return f"{self._protocol}://{path}"
 
-    @property
-    def url(self) -> str:
-        """Location of the version that ``load`` reads (for logs and messages)."""
-        return self._url(get_filepath_str(self._get_load_path(), self._protocol))
-
     # -- I/O --------------------------------------------------------------------------
     def _open_load(self, mode: str = "rb") -> IO[Any]:
         """Open the (latest) version for reading."""

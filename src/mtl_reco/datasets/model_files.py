@@ -9,7 +9,6 @@ arbitrary objects) and no raw-bytes one, hence these two.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -33,11 +32,10 @@ class TorchStateDictDataset(FsspecFileDataset):
 
     def load(self) -> dict[str, torch.Tensor]:
         """Load the tensors (on the CPU)."""
-        with self._open_load() as file:
-            buffer = io.BytesIO(file.read())
-        state: dict[str, torch.Tensor] = torch.load(
-            buffer, map_location="cpu", weights_only=True
-        )
+        with self._open_load() as file:  # fsspec files seek: no copy in memory
+            state: dict[str, torch.Tensor] = torch.load(
+                file, map_location="cpu", weights_only=True
+            )
         return state
 
     def save(self, data: dict[str, torch.Tensor]) -> None:
@@ -50,9 +48,7 @@ class TorchStateDictDataset(FsspecFileDataset):
             k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
             for k, v in data.items()
         }
-        buffer = io.BytesIO()
-        torch.save(cpu, buffer)
-        self._write(lambda file: file.write(buffer.getvalue()))
+        self._write(lambda file: torch.save(cpu, file))
 
     def preview(self) -> JSONPreview:
         """Every tensor's dtype and shape, e.g. ``{"w": "float32[8, 16]"}``."""

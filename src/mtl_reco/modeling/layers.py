@@ -749,20 +749,3 @@ def mix_expert_groups(
     for part, group in zip(parts[1:], groups[1:], strict=True):
         total = total + mix_experts(part, group)
     return total
-
-
-def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool = False) -> None:
-    """Raise ``ConfigError`` unless ``dims`` is a list of positive widths.
-
-    Args:
-        name: Config field name, for the message.
-        dims: Layer widths.
-        allow_empty: Accept an empty list.
-    """
-    from mtl_reco.modeling.config import ConfigError
-
-    if not dims and not allow_empty:
-        raise ConfigError(f"{name} needs at least one layer width, got {list(dims)}")
-    bad = [d for d in dims if d < 1]
-    if bad:
-        raise ConfigError(f"{name}: layer widths must be >= 1, got {list(dims)}")

@@ -17,22 +17,11 @@ from typing import Any
 import fsspec
 
 from mtl_reco.sources.base import RawSchema, SourceError
-from mtl_reco.sources.registry import read_source
+from mtl_reco.sources.registry import options_class, read_source
 from mtl_reco.tables import Table
+from mtl_reco.typed_config import plain
 
 logger = logging.getLogger(__name__)
-
-
-def options_dict(options: Any) -> dict[str, Any] | None:
-    """Source options (a mapping or a typed options object) as a plain dict."""
-    if options is None:
-        return None
-    if isinstance(options, Mapping):
-        return dict(options)
-    for method in ("to_dict", "model_dump"):
-        if hasattr(options, method):
-            return dict(getattr(options, method)())
-    raise TypeError(f"not source options: {type(options).__name__}")
 
 
 def source_options(
@@ -55,9 +44,9 @@ def source_options(
             they are).
     """
     if sources is None or isinstance(sources, Mapping):
-        block = options_dict((sources or {}).get(dataset)) or {}
+        block = dict(plain((sources or {}).get(dataset)) or {})
     else:  # the typed ``sources`` block
-        block = options_dict(getattr(sources, dataset, None)) or {}
+        block = dict(plain(getattr(sources, dataset, None)) or {})
     files = dict(files or {})
     twice = sorted(k for k in files if block.get(k) is not None)
     if twice:
@@ -84,7 +73,7 @@ def input_files(options: Any) -> list[str]:
 
     A value is a local path or an fsspec URL (``s3://...``, ``memory://...``).
     """
-    raw = options_dict(options)
+    raw = plain(options)
     if raw is None:
         return []
 
@@ -119,10 +108,12 @@ def open_source(dataset: str, options: Any) -> tuple[RawSchema, Table, dict[str,
     """
     schema, table = read_source(dataset, options)
     files = getattr(table, "files", ())
+    if isinstance(options, Mapping):  # recorded with the defaults it ran with
+        options = options_class(dataset).from_dict(options)
     record = {
         **schema.to_dict(),
         "dataset": dataset,
-        "options": options_dict(options),
+        "options": plain(options),
         "inputs": input_files(options),
         "input_splits": {
             split: str(path) for split, path in files if split is not None

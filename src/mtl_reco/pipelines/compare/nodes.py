@@ -74,7 +74,7 @@ def rank_by_validation(
             **{RANK_BY: pd.Series(dtype=float), "rank": pd.Series(dtype="Int64")}
         )
     valid = {
-        name: ((value or {}).get("valid") or {}).get("mean", {}).get("auc")
+        name: (((value or {}).get("valid") or {}).get("mean") or {}).get("auc")
         for name, value in metrics.items()
     }
     table = table.copy()

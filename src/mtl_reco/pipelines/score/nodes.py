@@ -63,6 +63,14 @@ def score_new_data(
     """
     predictor = OnnxPredictor(scoring_model)
     provenance = predictor.description.get("provenance") or {}
+    trained_as = provenance.get("experiment")
+    if trained_as and trained_as != score.experiment:
+        source = score.model_uri or "the local model"
+        raise ScoringError(
+            f"{source} is experiment {trained_as!r}, but score.experiment is "
+            f"{score.experiment!r}: add score.experiment={trained_as} (it names "
+            "the output folder and the report)"
+        )
     mismatch = model_encoder_mismatch(provenance, feature_encoder)
     if mismatch:
         raise ScoringError(f"experiment {score.experiment!r}: {mismatch}")
