@@ -87,6 +87,32 @@ def test_product_logit_gradients_finite_and_bce_matches_product_probability():
     torch.testing.assert_close(got, expected)
 
 
+def test_product_logit_of_bfloat16_logits_is_float32_and_exact():
+    # what ESMM's towers hand over under bf16 autocast on a GPU
+    gen = torch.Generator().manual_seed(0)
+    a = (torch.randn(10_000, generator=gen) * 3 - 2).bfloat16()
+    b = (torch.randn(10_000, generator=gen) * 3 - 3).bfloat16()
+    got = product_logit(a, b)
+    assert got.dtype == torch.float32
+    ref = product_logit(a.double(), b.double())
+    p_got, p_ref = torch.sigmoid(got.double()), torch.sigmoid(ref)
+    assert float(((p_got - p_ref) / p_ref).abs().max()) < 1e-5
+
+
+def test_esmm_ctcvr_logit_stays_float32_under_bfloat16_autocast(tiny_schema):
+    torch.manual_seed(0)
+    model = ESMM(tiny_schema, config=ESMMConfig(ctr_dims=[8], cvr_dims=[8]))
+    sparse = torch.zeros(16, len(tiny_schema.sparse), dtype=torch.int64)
+    dense = torch.randn(16, len(tiny_schema.dense))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(sparse, dense)
+    ctr, conversion = model.click_task, model.conversion_task
+    assert out[ctr].dtype == torch.bfloat16  # the towers did run in bf16
+    assert out[conversion].dtype == torch.float32
+    expected = product_logit(out[ctr].double(), out[model.config.cvr_output].double())
+    torch.testing.assert_close(out[conversion].double(), expected, rtol=0, atol=1e-6)
+
+
 def test_esmm_requires_a_funnel(regression_schema, tiny_schema):
     no_funnel = dataclasses.replace(tiny_schema, funnel=None)
     with pytest.raises(ModelContractError, match="funnel"):
@@ -222,6 +248,19 @@ def test_aitm_auxiliary_loss_value_and_alpha_scaling(tiny_schema):
     assert AITMConfig().calibrator_alpha == 0.6
     with pytest.raises(ConfigError, match="calibrator_alpha"):
         AITMConfig(calibrator_alpha=-1)
+
+
+def test_aitm_auxiliary_loss_is_float32_for_bfloat16_logits(tiny_schema):
+    model = make_small_model("aitm", tiny_schema)
+    ctr = torch.linspace(-3, 3, 64)
+    ctcvr = ctr + torch.linspace(0.001, 0.02, 64)  # tiny violations
+    outputs = {"ctr": ctr.bfloat16(), "ctcvr": ctcvr.bfloat16()}
+    got = model.auxiliary_loss(outputs)
+    assert got is not None and got.dtype == torch.float32
+    wide = {k: v.double() for k, v in outputs.items()}  # same bf16 values
+    expected = model.auxiliary_loss(wide)
+    assert expected is not None
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_aitm_auxiliary_loss_sums_consecutive_pairs(tiny_schema):

@@ -184,7 +184,8 @@ class AITM(MultiTaskModel):
         if not self.calibrated:
             return None
         alpha = self.config.calibrator_alpha
-        probs = [torch.sigmoid(outputs[name]) for name in self.task_names]
+        # float32 like the task losses (logits are bfloat16 under CUDA autocast)
+        probs = [torch.sigmoid(outputs[name].float()) for name in self.task_names]
         gaps = [torch.relu(cur - prev).mean() for prev, cur in pairwise(probs)]
         return alpha * torch.stack(gaps).sum()
 

@@ -162,7 +162,15 @@ def product_logit(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
     (because ``1 - s(a)s(b) = s(-a) + s(a)s(-b)``), so the result is exact and
     finite for any finite inputs; ``BCEWithLogitsLoss`` on it equals the
     binary cross-entropy of the product probability.
+
+    Computed in at least float32: tower logits arrive in bfloat16 under CUDA
+    autocast, where these element-wise ops would run in bfloat16 and miss
+    the product probability by up to 7 % (relative) for rare conversions.
     """
+    dtype = torch.promote_types(
+        torch.promote_types(logit_a.dtype, logit_b.dtype), torch.float32
+    )
+    logit_a, logit_b = logit_a.to(dtype), logit_b.to(dtype)
     ls_a = nn.functional.logsigmoid(logit_a)
     log_p = ls_a + nn.functional.logsigmoid(logit_b)
     log_not_p = torch.logaddexp(
