@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 import _common
-from mtl_reco.experiment.nodes import load_tensor_table
+from mtl_reco.experiment.loading import load_tensor_table
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.schema import FeatureSchema

@@ -73,7 +73,7 @@ import torch
 
 import _common
 import _rechub
-from mtl_reco.experiment.nodes import load_tensor_table
+from mtl_reco.experiment.loading import load_tensor_table
 from mtl_reco.modeling.config import (
     EarlyStoppingConfig,
     OptimizerConfig,
