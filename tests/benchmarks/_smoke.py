@@ -39,9 +39,15 @@ def run_script(
 
 
 def quick_json_once(
-    tmp_path_factory: pytest.TempPathFactory, script: str, args: Sequence[str] = ()
+    tmp_path_factory: pytest.TempPathFactory,
+    script: str,
+    args: Sequence[str] = (),
+    launcher: Sequence[str] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """``script --quick ARGS`` run once per test session; its JSON and path.
+
+    ``launcher``: a script that runs ``script`` (``python LAUNCHER SCRIPT
+    ...``), e.g. ``tests/benchmarks/_bare_python.py``.
 
     Under pytest-xdist every worker that gets a test of a module would run
     the script; the workers share the session's temporary root, so the first
@@ -56,7 +62,15 @@ def quick_json_once(
     with FileLock(str(shared / f"{stem}_smoke.lock")):
         if not path.is_file():
             out.mkdir(exist_ok=True)
-            cmd = [sys.executable, script, "--quick", *args, "--results-dir", str(out)]
+            cmd = [
+                sys.executable,
+                *launcher,
+                script,
+                "--quick",
+                *args,
+                "--results-dir",
+                str(out),
+            ]
             proc = run_script(cmd)
             assert path.is_file(), f"no JSON written; stdout:\n{proc.stdout[-4000:]}"
     return path, json.loads(path.read_text(encoding="utf-8"))
