@@ -18,7 +18,7 @@ STAMP  := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test test-fast lint format viz mlflow-ui benchmarks clean-data
+.PHONY: setup run test test-fast lint format viz mlflow-ui benchmarks gpu-check gpu-wheels clean-data
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no supported Python found: none of $(SUPPORTED_PYTHONS) runs (Python >=3.11,<3.14 is required; set PYTHON=...)"; exit 1; }
@@ -58,6 +58,22 @@ viz: $(STAMP)  ## build the kedro-viz static site into build/
 
 mlflow-ui: $(STAMP)  ## kedro mlflow ui: the MLflow UI on the store of conf/base/mlflow.yml
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/kedro mlflow ui
+
+gpu-check: $(STAMP)  ## the GPU check (CUDA training, bf16, torch.compile, throughput, ONNX parity): benchmarks/results/gpu_check.json
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# A GPU machine that has PyTorch but no registry lacks only pydantic and its
+# helpers: download their wheels (the versions of this venv) for its Python.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := pydantic pydantic_core annotated_types typing_inspection typing_extensions
+gpu-wheels: $(STAMP)  ## wheels for `gpu-check` on a bare GPU machine (Python $(GPU_PYTHON)) into .whl/
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: \
+	  --python-version $(GPU_PYTHON) --implementation cp \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform manylinux_2_28_x86_64 -d .whl \
+	  $$($(BIN)/python -c "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in '$(GPU_WHEELS)'.split()))")
+	@ls .whl
 
 clean-data:  ## delete every generated artefact under data/ (keeps the folders)
 	find data -type f ! -name .gitkeep -delete
