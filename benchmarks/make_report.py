@@ -1030,6 +1030,138 @@ def text_expert_layout(doc: Mapping[str, Any]) -> str:
     )
 
 
+# -- GPU check ------------------------------------------------------------------------
+_GPU_SETTINGS = (
+    ("fp32", "fp32"),
+    ("bf16", "bf16"),
+    ("fp32_host", "fp32, host table"),
+    ("bf16_host", "bf16, host table"),
+    ("bf16_compiled", "bf16, compiled"),
+    ("bf16_cudagraphs", "bf16, CUDA graphs"),
+)
+
+
+def _gpu_cell(row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    if "skipped" in row:
+        return "skipped"
+    if "error" in row:
+        return "error"
+    return fint(row.get("samples_per_s"))
+
+
+def render_gpu_check(doc: Mapping[str, Any]) -> list[str]:
+    dev = doc["device"]
+    mm = dev.get("matmul", {})
+    lines = [
+        f"Device: {dev.get('name', dev.get('device'))}, driver {dev.get('driver')}, "
+        f"torch {dev.get('torch')}, CUDA {dev.get('torch_cuda')}, Python "
+        f"{dev.get('python')}; matmul (n={mm.get('n')}) bf16 "
+        f"{fnum(mm.get('bf16_tflops'), 1)} TFLOP/s, fp32 "
+        f"{fnum(mm.get('fp32_tflops'), 1)} TFLOP/s.",
+        "",
+    ]
+    agreement = doc.get("agreement", {})
+    rows = []
+    for arch, entry in agreement.get("models", {}).items():
+        fp32, bf16 = entry.get("fp32", {}), entry.get("bf16", {})
+        rows.append(
+            [
+                arch,
+                fnum(fp32.get("cpu_valid_mean_auc")),
+                fnum(fp32.get("valid_mean_auc")),
+                fnum(bf16.get("valid_mean_auc")),
+                fnum(fp32.get("tolerance_auc")),
+                fnum(fp32.get("cpu_train_loss")),
+                fnum(fp32.get("train_loss")),
+                fnum(bf16.get("train_loss")),
+                "yes" if fp32.get("agree") and bf16.get("agree") else "NO",
+            ]
+        )
+    if rows:
+        lines.append(
+            f"**CPU/GPU agreement** ({agreement.get('steps')} steps of batch "
+            f"{agreement.get('batch_size')}; validation mean AUC on "
+            f"{fint(agreement.get('valid_rows'))} rows; rule: {agreement.get('rule')}):"
+        )
+        lines.append("")
+        lines += table(
+            [
+                "model",
+                "AUC CPU",
+                "AUC GPU fp32",
+                "AUC GPU bf16",
+                "AUC tolerance",
+                "loss CPU",
+                "loss GPU fp32",
+                "loss GPU bf16",
+                "agree",
+            ],
+            rows,
+        )
+        lines.append("")
+    through = doc.get("throughput", [])
+    for size in ("heavy", "light"):
+        here = [r for r in through if r.get("size") == size]
+        if not here:
+            continue
+        batch = next((r["batch_size"] for r in here if "batch_size" in r), None)
+        shown = [
+            (k, t) for k, t in _GPU_SETTINGS if any(r["setting"] == k for r in here)
+        ]
+        rows = []
+        for arch in dict.fromkeys(r["model"] for r in here):
+            cells = {r["setting"]: r for r in here if r["model"] == arch}
+            peak = dig(cells, "bf16", "peak_gpu_mem_mb")
+            rows.append(
+                [arch, *(_gpu_cell(cells.get(k)) for k, _ in shown), fint(peak)]
+            )
+        lines.append(f"**Training samples/s, {size} size, batch {batch}:**")
+        lines.append("")
+        lines += table(["model", *(t for _, t in shown), "peak GPU MiB (bf16)"], rows)
+        lines.append("")
+    onnx = doc.get("onnx")
+    if onnx:
+        lines.append(
+            f"**ONNX parity** ({onnx.get('model')}, {onnx.get('exporter')} exporter, "
+            f"{fint(onnx.get('rows'))} rows): max |onnxruntime (CPU) - PyTorch on "
+            f"{onnx.get('trained_on')}| = "
+            f"{fsci(onnx.get('max_abs_diff_vs_device_torch'))}"
+            f", vs PyTorch on the CPU {fsci(onnx.get('max_abs_diff_vs_cpu_torch'))} "
+            f"(tolerance {fsci(onnx.get('tolerance'))})."
+        )
+        lines.append("")
+    target = dig(doc, "targets", "heavy_mmoe_bf16_device_table")
+    if target and target.get("applies"):
+        verdict = "met" if target.get("met") else "missed"
+        lines.append(
+            f"**Target** heavy MMoE, bf16, table on the GPU, batch "
+            f"{target.get('batch_size')}: {fint(target.get('best_samples_per_s'))} "
+            f"samples/s ({target.get('best_setting')}) against "
+            f"{fint(target.get('target_samples_per_s'))}: {verdict}."
+        )
+        lines.append("")
+    failed = doc.get("failed") or []
+    lines.append(
+        "All checks passed." if not failed else f"{len(failed)} check(s) failed:"
+    )
+    lines += [f"- {line[:300]}" for line in failed]
+    lines.append("")
+    return lines
+
+
+def text_gpu_check(doc: Mapping[str, Any]) -> str:
+    return (
+        "One prepared run on a GPU machine: every architecture trained on the GPU "
+        "(fp32 and bf16 autocast) agrees with the same run on the CPU within the "
+        "seed-to-seed noise, every loss-weighting strategy stays finite there, "
+        "training throughput through the real Trainer path with the table on the "
+        "GPU or streamed from host memory, eager and compiled, and the "
+        "GPU-trained MMoE scores the same through ONNX Runtime on the CPU."
+    )
+
+
 # -- registry --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Section:
@@ -1084,6 +1216,13 @@ SECTIONS: tuple[Section, ...] = (
         "python benchmarks/selection_bias.py",
         render_selection_bias,
         text_selection_bias,
+    ),
+    Section(
+        "gpu_check",
+        "7. GPU check: CUDA training, bf16, torch.compile, throughput, ONNX parity",
+        "python benchmarks/gpu_check.py",
+        render_gpu_check,
+        text_gpu_check,
     ),
     Section(
         "expert_layout",
