@@ -47,3 +47,32 @@ def pytest_collection_modifyitems(
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_store_left_as_found():
+    """Undo what a test's in-process MLflow calls leave in the process.
+
+    ``mlflow.set_tracking_uri`` / ``set_registry_uri`` (called by tests and by
+    kedro-mlflow inside an in-process ``KedroSession``) keep the URI in a
+    module global *and* export it as an environment variable, so a later test
+    in the same pytest worker would read another test's store, and the
+    ``kedro run`` subprocesses it starts would register models there.
+    """
+    saved_env = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    import sys
+
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own sqlite store
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(name, None)  # the project's own sqlite store
     proc = subprocess.run(
         [KEDRO, *args],
         cwd=project,
@@ -158,8 +159,14 @@ def test_train_pipeline_produces_metrics_plots_onnx_and_an_mlflow_run(tmp_path, 
     # the ONNX model is an MLflow model of this run, registered as version 1
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    (version,) = client.search_model_versions(f"name = 'mtl_reco-{exp}'")
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    versions = client.search_model_versions(f"name = 'mtl_reco-{exp}'")
+    assert len(versions) == 1, [
+        (v.version, v.run_id, v.source, v.creation_timestamp, dict(v.tags))
+        for v in versions
+    ]
+    (version,) = versions
     assert int(version.version) == 1 and version.run_id == run.info.run_id
     assert version.source.startswith("models:/m-")  # a logged model, not a file
     model = client.get_logged_model(version.source.removeprefix("models:/"))

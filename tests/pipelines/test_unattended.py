@@ -52,7 +52,8 @@ def env() -> dict[str, str]:
         "KEDRO_DISABLE_TELEMETRY": "true",
         "MTL_RECO_SHARED_DATA": shared,
     }
-    out.pop("MLFLOW_TRACKING_URI", None)  # the project's own sqlite store
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        out.pop(name, None)  # the project's own sqlite store
     return out
 
 

@@ -48,6 +48,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     project = copy_project(tmp_path_factory.mktemp("viz") / "project")
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     proc = subprocess.run(
         [KEDRO, "viz", "build"],
         cwd=project,
