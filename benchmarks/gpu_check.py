@@ -885,7 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
     except DeviceError as exc:
-        print(f"gpu_check: {exc}", file=sys.stderr)
+        hint = "" if args.quick else " (--quick runs the check on the CPU)"
+        print(f"gpu_check: {exc}{hint}", file=sys.stderr)
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -220,6 +220,7 @@ def test_a_gpu_that_is_not_there_is_refused_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpu_check: device 'cuda:99'")
+    assert "--quick runs the check on the CPU" in lines[0]
     assert not list(tmp_path.iterdir())  # nothing written
 
 
