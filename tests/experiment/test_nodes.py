@@ -15,13 +15,9 @@ from mtl_reco.experiment.nodes import (
     rebuild_model,
     train_model,
 )
-from mtl_reco.modeling.config import (
-    ConfigError,
-    ModelSpec,
-    TrainerConfig,
-    WeightingSpec,
-)
+from mtl_reco.modeling.config import ConfigError, TrainerConfig
 from mtl_reco.modeling.export import OnnxPredictor
+from mtl_reco.modeling.models.registry import ModelSpec
 from mtl_reco.modeling.schema import (
     DenseFeature,
     FeatureSchema,
@@ -29,6 +25,7 @@ from mtl_reco.modeling.schema import (
     SparseFeature,
     TaskSpec,
 )
+from mtl_reco.modeling.weighting.registry import WeightingSpec
 from mtl_reco.tables import FrameTable
 
 CARD = 30

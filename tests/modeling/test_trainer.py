@@ -15,13 +15,12 @@ import torch
 
 from mtl_reco.modeling.config import ConfigError, TrainerConfig
 from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.evaluation import evaluate_model, predict
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.trainer import (
     NonFiniteLossError,
     Trainer,
     TrainingError,
-    evaluate_model,
-    predict,
     train,
 )
 from mtl_reco.modeling.weighting.registry import build_strategy

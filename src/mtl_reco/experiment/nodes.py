@@ -22,15 +22,16 @@ from matplotlib.figure import Figure
 from mtl_reco.experiment.checkpoints import CheckpointFolder, code_digest, resume_key
 from mtl_reco.experiment.config import EvaluationConfig, ExportConfig
 from mtl_reco.experiment.loading import load_tensor_table
-from mtl_reco.modeling.config import ModelSpec, TrainerConfig, WeightingSpec
+from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.device import resolve_device
+from mtl_reco.modeling.evaluation import evaluate_model, predict
 from mtl_reco.modeling.export import OnnxPredictor, check_parity, export_onnx
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.models.registry import build_model, model_from_spec
+from mtl_reco.modeling.models.registry import ModelSpec, build_model, model_from_spec
 from mtl_reco.modeling.schema import FeatureSchema
-from mtl_reco.modeling.trainer import evaluate_model, predict, train
-from mtl_reco.modeling.weighting.registry import build_strategy
+from mtl_reco.modeling.trainer import train
+from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
 from mtl_reco.reporting import plots
 from mtl_reco.tables import Table
 

@@ -6,19 +6,17 @@ notebook user builds by hand. They are strict: a misspelt key, a wrong type
 or a value out of range raises :class:`~mtl_reco.typed_config.ConfigError`
 naming the key.
 
-Per experiment::
-
-    model:     {name: mmoe, params: {n_experts: 8, expert_dims: [256, 128]}}
-    weighting: {name: uwl,  params: {}}
-
-Shared by every experiment::
+The per-experiment ``model`` and ``weighting`` blocks are
+:class:`~mtl_reco.modeling.models.registry.ModelSpec` and
+:class:`~mtl_reco.modeling.weighting.registry.WeightingSpec`, next to the
+registries that resolve their names. Shared by every experiment::
 
     trainer:   {device: auto, epochs: 5, batch_size: 2048, ...}
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -29,14 +27,12 @@ __all__ = [
     "Dims",
     "EarlyStoppingConfig",
     "ModelConfig",
-    "ModelSpec",
     "NonEmptyDims",
     "OptimizerConfig",
     "SchedulerConfig",
     "StrictConfig",
     "TrainerConfig",
     "WeightingConfig",
-    "WeightingSpec",
 ]
 
 Width = Annotated[int, Field(ge=1)]
@@ -63,60 +59,6 @@ class ModelConfig(StrictConfig):
 
 class WeightingConfig(StrictConfig):
     """Base of every loss-weighting strategy's hyperparameters."""
-
-
-class ModelSpec(StrictConfig):
-    """Which architecture to build and its hyperparameters.
-
-    ``params`` is checked against the named model's config class when the spec
-    is created, so an unknown model or a misspelt hyperparameter fails before
-    any training starts. ``tasks`` picks and orders the loss heads among the
-    feature schema's tasks (``None``: all of them, in schema order; AITM
-    orders its information transfer along this list).
-    """
-
-    name: str = "mmoe"
-    params: dict[str, Any] = Field(default_factory=dict)
-    tasks: list[str] | None = None
-
-    @model_validator(mode="after")
-    def _check_params(self) -> Self:
-        """Resolve the model name and type-check its parameters."""
-        self.build_config()
-        return self
-
-    def build_config(self) -> ModelConfig:
-        """Return the model's typed config (raises ConfigError when invalid)."""
-        from mtl_reco.modeling.models.registry import get_model_class
-
-        cls = get_model_class(self.name)
-        try:
-            return cls.config_cls.from_dict(self.params)
-        except ConfigError as exc:
-            raise ConfigError(f"model {self.name!r}: {exc}") from None
-
-
-class WeightingSpec(StrictConfig):
-    """Which loss-weighting strategy to use and its hyperparameters."""
-
-    name: str = "fixed"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check_params(self) -> Self:
-        """Resolve the strategy name and type-check its parameters."""
-        self.build_config()
-        return self
-
-    def build_config(self) -> WeightingConfig:
-        """Return the strategy's typed config (raises ConfigError when invalid)."""
-        from mtl_reco.modeling.weighting.registry import get_strategy_class
-
-        cls = get_strategy_class(self.name)
-        try:
-            return cls.config_cls.from_dict(self.params)
-        except ConfigError as exc:
-            raise ConfigError(f"weighting {self.name!r}: {exc}") from None
 
 
 class OptimizerConfig(StrictConfig):

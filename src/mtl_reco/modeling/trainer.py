@@ -49,16 +49,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mtl_reco.modeling.config import ConfigError, TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.device import resolve_device
-from mtl_reco.modeling.metrics import evaluate, flatten_metrics, oracle_from_extras
+from mtl_reco.modeling.evaluation import evaluate_model, task_loss
+from mtl_reco.modeling.metrics import flatten_metrics
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.sparse_grad import (
     LazyAdam,
@@ -74,9 +73,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingError",
-    "evaluate_model",
-    "predict",
-    "predict_raw",
     "train",
 ]
 
@@ -424,15 +420,10 @@ class Trainer:
         labels: torch.Tensor,
         index: list[int],
     ) -> dict[str, torch.Tensor]:
-        losses: dict[str, torch.Tensor] = {}
-        for name, col in zip(self.task_names, index, strict=True):
-            pred = outputs[name].float()
-            target = labels[:, col]
-            if self.task_types[name] == "regression":
-                losses[name] = F.mse_loss(pred, target)
-            else:
-                losses[name] = F.binary_cross_entropy_with_logits(pred, target)
-        return losses
+        return {
+            name: task_loss(outputs[name], labels[:, col], self.task_types[name])
+            for name, col in zip(self.task_names, index, strict=True)
+        }
 
     def _train_epoch(
         self,
@@ -715,127 +706,3 @@ def train(
 ) -> TrainResult:
     """Train ``model`` with ``strategy``: ``Trainer(...).fit(train, valid)``."""
     return Trainer(model, strategy, config).fit(train_table, valid_table)
-
-
-# -- prediction and evaluation ----------------------------------------------------
-def predict_raw(
-    model: MultiTaskModel,
-    table: TensorTable,
-    batch_size: int = 16384,
-    device: str | torch.device = "auto",
-) -> dict[str, torch.Tensor]:
-    """Raw outputs (logits / regression values) of every output, on the CPU.
-
-    The model is moved to ``device`` and evaluated in ``eval`` mode (its
-    previous mode is restored).
-    """
-    dev = resolve_device(device)
-    model.to(dev)
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in model.output_names}
-    try:
-        with torch.inference_mode():
-            for batch in table.batches(batch_size, device=dev):
-                for name, value in model(batch.sparse, batch.dense).items():
-                    parts[name].append(value.float())
-    finally:
-        model.train(was_training)
-    return {
-        name: torch.cat(chunks).cpu() if chunks else torch.zeros(0)
-        for name, chunks in parts.items()
-    }
-
-
-def predict(
-    model: MultiTaskModel,
-    table: TensorTable,
-    batch_size: int = 16384,
-    device: str | torch.device = "auto",
-) -> dict[str, np.ndarray]:
-    """Probabilities (classification, latent outputs included) or values.
-
-    Returns:
-        ``{output_name: (N,) float32 array}`` for every name in
-        ``model.output_names`` (e.g. ESMM's latent ``cvr`` too).
-    """
-    raw = predict_raw(model, table, batch_size, device)
-    types = model.task_types
-    return {
-        name: (torch.sigmoid(v) if types.get(name) != "regression" else v).numpy()
-        for name, v in raw.items()
-    }
-
-
-def evaluate_model(
-    model: MultiTaskModel,
-    table: TensorTable,
-    *,
-    batch_size: int = 16384,
-    device: str | torch.device = "auto",
-    group_column: str | None = None,
-    oracle: bool = True,
-) -> dict[str, Any]:
-    """Score ``table`` and evaluate every loss head (nested metrics result).
-
-    Adds to :func:`~mtl_reco.modeling.metrics.evaluate`'s result the mean
-    loss of each task (``tasks.<t>.loss``, the training loss function) and
-    their sum (``loss``). Funnel metrics use ``model.schema.funnel``; the
-    latent pCVR is the model's latent output ``cvr`` (or its only latent
-    output) when it has one. Oracle metrics use the table's ``true_p*``
-    extras when ``oracle`` is on.
-
-    Args:
-        model: The model to evaluate.
-        table: Labelled split.
-        batch_size: Rows per forward pass.
-        device: Where to run the model.
-        group_column: Extras column for GAUC (e.g. a user id), or ``None``.
-        oracle: Add oracle AUCs and gaps when true propensities are present.
-
-    Raises:
-        KeyError: ``group_column`` is not one of the table's extras.
-    """
-    raw = predict_raw(model, table, batch_size, device)
-    types = model.task_types
-    probs = {
-        name: (torch.sigmoid(v) if types.get(name) != "regression" else v).numpy()
-        for name, v in raw.items()
-    }
-    tasks = [t for t in model.task_names if t in table.task_names]
-    labels = table.labels_dict()
-    funnel = model.schema.funnel
-    latent = [n for n in model.output_names if n not in model.task_names]
-    cvr_name = "cvr" if "cvr" in latent else (latent[0] if len(latent) == 1 else None)
-    groups = None
-    if group_column is not None:
-        if group_column not in table.extras:
-            raise KeyError(
-                f"group column {group_column!r} is not in the table's extras "
-                f"{sorted(table.extras)}"
-            )
-        groups = table.extras[group_column]
-    result = evaluate(
-        {t: labels[t] for t in tasks},
-        probs,
-        task_types=types,
-        funnel=funnel,
-        cvr_scores=probs[cvr_name] if (funnel is not None and cvr_name) else None,
-        groups=groups,
-        oracle=oracle_from_extras(table.extras, tasks, funnel) if oracle else None,
-    )
-    total = 0.0
-    for t in tasks:
-        target = torch.from_numpy(np.ascontiguousarray(labels[t], dtype=np.float32))
-        if types[t] == "regression":
-            value = float(F.mse_loss(raw[t], target)) if len(target) else math.nan
-        else:
-            value = (
-                float(F.binary_cross_entropy_with_logits(raw[t], target))
-                if len(target)
-                else math.nan
-            )
-        result["tasks"][t]["loss"] = value
-        total += value
-    result["loss"] = total
-    return result

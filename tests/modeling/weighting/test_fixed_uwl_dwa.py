@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 
-from mtl_reco.modeling.config import ConfigError, WeightingSpec
+from mtl_reco.modeling.config import ConfigError
 from mtl_reco.modeling.weighting.dwa import (
     DynamicWeightAverage,
     DynamicWeightAverageConfig,
 )
 from mtl_reco.modeling.weighting.fixed import FixedWeights, FixedWeightsConfig
+from mtl_reco.modeling.weighting.registry import WeightingSpec
 from mtl_reco.modeling.weighting.uwl import (
     UncertaintyWeighting,
     UncertaintyWeightingConfig,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtl_reco.modeling.config import ConfigError, WeightingSpec
+from mtl_reco.modeling.config import ConfigError
 from mtl_reco.modeling.weighting.base import LossWeighting
 from mtl_reco.modeling.weighting.registry import (
+    WeightingSpec,
     available_strategies,
     build_strategy,
 )

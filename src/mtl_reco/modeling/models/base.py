@@ -20,7 +20,7 @@ Decisions made once, here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -118,6 +118,15 @@ class MultiTaskModel(nn.Module):
         """Parameters owned by exactly one task, keyed by task name."""
         raise NotImplementedError
 
+    @property
+    def conversion_output(self) -> str | None:
+        """The latent output that scores conversion given a click (pCVR), if any.
+
+        Funnel metrics score the CVR on clicked rows with it (ESMM's ``cvr``);
+        ``None`` (the default) makes them use ``p_ctcvr / p_ctr`` instead.
+        """
+        return None
+
     def auxiliary_loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """An extra, unweighted loss term computed from the outputs (default none)."""
         return None
@@ -137,12 +146,7 @@ class MultiTaskModel(nn.Module):
         self, sparse: torch.Tensor, dense: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Return probabilities for classification outputs, values for regression."""
-        outputs = self(sparse, dense)
-        types = self.task_types
-        return {
-            name: torch.sigmoid(out) if types[name] == "classification" else out
-            for name, out in outputs.items()
-        }
+        return to_predictions(self(sparse, dense), self.task_types)
 
     def spec(self) -> dict[str, object]:
         """JSON-friendly description that rebuilds the model via the registry."""
@@ -152,6 +156,20 @@ class MultiTaskModel(nn.Module):
             "schema": self.schema.to_dict(),
             "tasks": [t.name for t in self.tasks],
         }
+
+
+def to_predictions(
+    outputs: Mapping[str, torch.Tensor], task_types: Mapping[str, str]
+) -> dict[str, torch.Tensor]:
+    """Raw outputs -> predictions: ``sigmoid`` for classification, as is for regression.
+
+    ``task_types`` maps every output name to ``classification`` or
+    ``regression`` (:attr:`MultiTaskModel.task_types`).
+    """
+    return {
+        name: out if task_types[name] == "regression" else torch.sigmoid(out)
+        for name, out in outputs.items()
+    }
 
 
 def product_logit(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:

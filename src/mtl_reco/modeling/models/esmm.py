@@ -111,6 +111,11 @@ class ESMM(MultiTaskModel):
         """The two loss heads, then the latent pCVR."""
         return (*self.task_names, self.config.cvr_output)
 
+    @property
+    def conversion_output(self) -> str:
+        """The latent pCVR output (``cvr_output``)."""
+        return self.config.cvr_output
+
     def forward(
         self, sparse: torch.Tensor, dense: torch.Tensor
     ) -> dict[str, torch.Tensor]:
