@@ -82,7 +82,7 @@ from mtl_reco.modeling.config import (
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.metrics import auc_score, log_loss
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.schema import FeatureSchema
 from mtl_reco.modeling.trainer import evaluate_model, train
 from mtl_reco.modeling.weighting.registry import build_strategy
 from mtl_reco.processing.config import EncodingConfig, LabelsConfig, SplitConfig

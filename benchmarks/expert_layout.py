@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 from mtl_reco.modeling.layers import MLP, resolve_expert_layout
 from mtl_reco.modeling.models.mmoe import MMoE, MMoEConfig
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,

@@ -85,7 +85,7 @@ from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.layers import FeatureEmbedding, Tower
 from mtl_reco.modeling.metrics import auc_score
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.schema import FeatureSchema
 from mtl_reco.modeling.trainer import evaluate_model, predict, train
 from mtl_reco.modeling.weighting.registry import build_strategy
 

@@ -70,7 +70,7 @@ from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.export import OnnxPredictor, check_parity, export_onnx
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.schema import FeatureSchema
 
 NAME = "serving"
 VARIANTS = ("torch", "onnxruntime", "onnx_predictor")

@@ -87,7 +87,7 @@ from mtl_reco.modeling.data import Batch, TensorTable
 from mtl_reco.modeling.models import ple as ple_module
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,

@@ -704,7 +704,7 @@ def _model_example(data: bytes, catalog: Any) -> tuple[dict[str, Any], dict[str,
     """A few encoded test rows as the model's named inputs, and its outputs."""
     import numpy as np
 
-    from mtl_reco.modeling.export import OnnxPredictor
+    from mtl_reco.serving import OnnxPredictor
 
     predictor = OnnxPredictor(data)
     inputs = predictor.description["inputs"]

@@ -219,6 +219,7 @@ def check_run(
             data = schema_tasks(feature_schema, str(params.get("dataset")))
     if "params:trainer" in reads:
         _check_device((params.get("trainer") or {}).get("device", "auto"))
+        _check_compile(params, experiments)
     notes = []
     if data is not None:
         for exp in experiments:
@@ -261,6 +262,24 @@ def _check_device(device: str) -> None:
         resolve_device(device)
     except DeviceError as exc:
         raise PreflightError(f"trainer.device: {exc}") from None
+
+
+def _check_compile(params: Mapping[str, Any], experiments: Iterable[str]) -> None:
+    """``trainer.compile`` with a strategy a compiled backward cannot run."""
+    from mtl_reco.modeling.weighting.registry import STRATEGIES
+
+    if not (params.get("trainer") or {}).get("compile"):
+        return
+    for exp in experiments:
+        name = ((params.get(exp) or {}).get("weighting") or {}).get("name", "fixed")
+        cls = STRATEGIES.get(name)
+        if cls is not None and cls.reuses_graph:
+            raise PreflightError(
+                f"trainer.compile: experiment '{exp}' uses the loss weighting "
+                f"'{name}', which backpropagates through each batch more than once "
+                "(a torch.compile'd backward cannot); set trainer.compile=false "
+                "or choose fixed, uwl or dwa"
+            )
 
 
 def _notes(exp: str, params: Mapping[str, Any], data: DatasetTasks) -> list[str]:
@@ -323,8 +342,8 @@ def _check_models_match_data(pipeline: Pipeline, catalog: Any) -> None:
     scoring reads is checked itself (a partial run may have retrained the
     PyTorch model without exporting it again).
     """
-    from mtl_reco.modeling.export import read_description
     from mtl_reco.processing.encoder import model_encoder_mismatch
+    from mtl_reco.serving import read_description
 
     free = pipeline.inputs()
     models = sorted(

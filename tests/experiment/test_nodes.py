@@ -16,16 +16,16 @@ from mtl_reco.experiment.nodes import (
     train_model,
 )
 from mtl_reco.modeling.config import ConfigError, TrainerConfig
-from mtl_reco.modeling.export import OnnxPredictor
 from mtl_reco.modeling.models.registry import ModelSpec
-from mtl_reco.modeling.schema import (
+from mtl_reco.modeling.weighting.registry import WeightingSpec
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,
     SparseFeature,
     TaskSpec,
 )
-from mtl_reco.modeling.weighting.registry import WeightingSpec
+from mtl_reco.serving import OnnxPredictor
 from mtl_reco.tables import FrameTable
 
 CARD = 30

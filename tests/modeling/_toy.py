@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     SparseFeature,

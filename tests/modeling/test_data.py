@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtl_reco.modeling.data import TensorTable, tables_from_frames
-from mtl_reco.modeling.schema import FeatureSchema, SchemaError
+from mtl_reco.schema import FeatureSchema, SchemaError
 
 
 @pytest.fixture

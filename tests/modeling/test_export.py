@@ -13,19 +13,19 @@ import torch
 from mtl_reco.modeling import export as export_module
 from mtl_reco.modeling.export import (
     ExportError,
-    OnnxPredictor,
     check_parity,
     export_onnx,
     sanitize_name,
 )
 from mtl_reco.modeling.models.registry import available_models
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,
     SparseFeature,
     TaskSpec,
 )
+from mtl_reco.serving import ModelFileError, OnnxPredictor
 
 from .conftest import make_small_model, random_inputs
 
@@ -212,7 +212,7 @@ def test_predictor_rejects_foreign_onnx(tmp_path):
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None])],
     )
     onnx.save(onnx.helper.make_model(graph), str(tmp_path / "foreign.onnx"))
-    with pytest.raises(ExportError, match="metadata"):
+    with pytest.raises(ModelFileError, match="metadata"):
         OnnxPredictor(tmp_path / "foreign.onnx")
 
 
@@ -222,14 +222,18 @@ def test_training_kernels_are_not_exported(
     name, exporter, tmp_path, tiny_schema, monkeypatch
 ):
     """Export traces the plain path: the CPU training kernels never run."""
-    from mtl_reco.modeling import layers
+    from mtl_reco.modeling.kernels import experts, sparse_grad
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a training kernel ran during export")
 
     model = make_small_model(name, tiny_schema, expert_layout="manual")
-    model.set_sparse_embedding_grad(True)
-    for fn in (layers._ReluFirstLayer, layers._ReluExpertLayer, layers._RowLookup):
+    sparse_grad.use_row_sparse_gradients(model)
+    for fn in (
+        experts._ReluFirstLayer,
+        experts._ReluExpertLayer,
+        sparse_grad._RowLookup,
+    ):
         monkeypatch.setattr(fn, "apply", forbidden)
     path = tmp_path / f"{name}.onnx"
     assert export_onnx(model, path, exporter=exporter)["exporter"] == exporter

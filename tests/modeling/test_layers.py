@@ -12,13 +12,10 @@ from mtl_reco.modeling.layers import (
     FeatureEmbedding,
     SoftmaxGate,
     Tower,
-    fast_kernels_allowed,
     mix_expert_groups,
     mix_experts,
-    resolve_expert_layout,
-    run_expert_banks,
 )
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     SparseFeature,
@@ -141,53 +138,23 @@ def test_softmax_gate_sums_to_one_and_trains_on_one_row():
     )
 
 
-@pytest.mark.parametrize("dims", [[8], [8, 6], [8, 6, 5]])
-def test_expert_layouts_compute_the_same_function(dims):
-    torch.manual_seed(0)
-    banks = {}
-    for layout in ("per_expert", "fused", "bmm", "manual"):
-        banks[layout] = ExpertBank(7, 3, dims, layout=layout)
-    state = banks["per_expert"].state_dict()
-    for bank in banks.values():
-        bank.load_state_dict(state)  # same parameter layout for every layout
-    x = torch.randn(11, 7)
-    outs, grads = {}, {}
-    for layout, bank in banks.items():
-        out = bank(x)
-        assert out.shape == (11, 3, dims[-1])
-        (out * torch.arange(dims[-1])).sum().backward()
-        outs[layout] = out.detach()
-        grads[layout] = [p.grad.clone() for p in bank.parameters()]
-    for layout in ("fused", "bmm", "manual"):
-        torch.testing.assert_close(outs[layout], outs["per_expert"])
-        for g, ref in zip(grads[layout], grads["per_expert"], strict=True):
-            torch.testing.assert_close(g, ref)
-    # expert e of the bank equals an independent MLP with expert e's weights
-    bank = banks["per_expert"]
-    h = x
-    for w, b in zip(bank.weights, bank.biases, strict=True):
-        h = torch.relu(h @ w[1].T + b[1])
-    torch.testing.assert_close(outs["fused"][:, 1], h)
-
-
 def test_expert_bank_few_tensors_and_last_layer():
     bank = ExpertBank(10, 8, [16, 4])
     assert len(list(bank.parameters())) == 4
     assert bank.last_layer_weight().shape == (8, 4, 16)
-    assert bank.layout == resolve_expert_layout("auto", 10, 8, [16, 4])
-
-
-def test_expert_layout_resolution():
-    assert resolve_expert_layout("auto", 376, 8, [256, 128]) == "manual"
-    assert resolve_expert_layout("bmm", 376, 8, [16]) == "bmm"
-    # the hand-written kernels implement ReLU experts without dropout only
-    assert resolve_expert_layout("auto", 376, 8, [16], "gelu") == "fused"
-    assert resolve_expert_layout("manual", 376, 8, [16], dropout=0.1) == "fused"
-    assert ExpertBank(5, 2, [4], activation="tanh", layout="manual").layout == "fused"
-    with pytest.raises(ValueError, match="unknown expert layout"):
-        resolve_expert_layout("einsum", 3, 2, [4])
+    assert bank.layout == "fused"
     with pytest.raises(ValueError, match="at least one hidden layer"):
         ExpertBank(3, 2, [])
+
+
+def test_expert_bank_expert_is_an_independent_mlp():
+    torch.manual_seed(0)
+    bank = ExpertBank(7, 3, [8, 6])
+    x = torch.randn(11, 7)
+    h = x
+    for w, b in zip(bank.weights, bank.biases, strict=True):
+        h = torch.relu(h @ w[1].T + b[1])
+    torch.testing.assert_close(bank(x)[:, 1], h)
 
 
 def test_mixtures_match_explicit_sums():
@@ -207,74 +174,3 @@ def test_mixtures_match_explicit_sums():
     # a transposed (non-contiguous) expert view works too
     view = experts.transpose(0, 1).contiguous().transpose(0, 1)
     torch.testing.assert_close(mix_experts(weights, view), expected)
-
-
-def _clone_banks(banks, layout):
-    clones = [ExpertBank(b.in_dim, b.n_experts, b.dims, layout=layout) for b in banks]
-    for clone, bank in zip(clones, banks, strict=True):
-        clone.load_state_dict(bank.state_dict())
-    return [c.double() for c in clones]
-
-
-@pytest.mark.parametrize("dims", [[6], [6, 5], [6, 5, 4]])
-def test_run_expert_banks_matches_separate_banks(dims):
-    torch.manual_seed(3)
-    banks = [ExpertBank(7, e, dims, layout="manual").double() for e in (2, 3, 1)]
-    refs = _clone_banks(banks, "per_expert")
-    x = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
-    # banks 0 and 1 read the same tensor (one first-layer GEMM), bank 2 another
-    out = run_expert_banks(banks, [x, x, y])
-    ref = torch.cat([bank(i) for bank, i in zip(refs, [x, x, y], strict=True)], 1)
-    torch.testing.assert_close(out, ref)
-    weight = torch.randn_like(ref)
-    params = [p for b in banks for p in b.parameters()]
-    ref_params = [p for b in refs for p in b.parameters()]
-    got = torch.autograd.grad((out * weight).sum(), [x, y, *params])
-    want = torch.autograd.grad((ref * weight).sum(), [x, y, *ref_params])
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w)
-    assert torch.autograd.gradcheck(
-        lambda a, b: run_expert_banks(banks, [a, a, b]), (x, y)
-    )
-
-
-def test_manual_backward_computes_only_what_is_asked(monkeypatch):
-    import mtl_reco.modeling.layers as layers
-
-    calls = []
-    original = layers._ReluFirstLayer.backward
-
-    def counted(ctx, grad):
-        calls.append(1)
-        return original(ctx, grad)
-
-    monkeypatch.setattr(layers._ReluFirstLayer, "backward", staticmethod(counted))
-    torch.manual_seed(4)
-    bank = ExpertBank(7, 3, [8, 6], layout="manual")
-    ref = ExpertBank(7, 3, [8, 6], layout="fused")
-    ref.load_state_dict(bank.state_dict())
-    x = torch.randn(5, 7, requires_grad=True) * 2  # not a leaf
-    # GradNorm asks for the last layer's gradient only: the first layer's
-    # backward does not run at all
-    got = torch.autograd.grad(bank(x).square().sum(), [bank.last_layer_weight()])
-    want = torch.autograd.grad(ref(x).square().sum(), [ref.last_layer_weight()])
-    torch.testing.assert_close(got[0], want[0])
-    assert calls == []
-    got = torch.autograd.grad(bank(x).square().sum(), [bank.weights[0]])
-    want = torch.autograd.grad(ref(x).square().sum(), [ref.weights[0]])
-    torch.testing.assert_close(got[0], want[0])
-    assert calls == [1]
-
-
-def test_fast_kernels_off_while_tracing():
-    x = torch.randn(3, 4)
-    assert fast_kernels_allowed(x)
-    seen = []
-
-    def probe(t):
-        seen.append(fast_kernels_allowed(t))
-        return t * 2
-
-    torch.jit.trace(probe, (x,), check_trace=False)
-    assert seen == [False]

@@ -19,7 +19,7 @@ from mtl_reco.modeling.metrics import (
     log_loss,
     oracle_from_extras,
 )
-from mtl_reco.modeling.schema import Funnel
+from mtl_reco.schema import Funnel
 
 
 def test_auc_matches_sklearn_with_ties() -> None:

@@ -467,3 +467,44 @@ def test_logging_no_validation_and_progress_bar(
     out = capsys.readouterr()
     assert out.out == ""  # the progress bar writes to stderr, nothing is printed
     assert "epoch 1/2" in out.err
+
+
+@pytest.mark.parametrize("strategy_name", ["fixed", "uwl"])
+def test_compiled_training_matches_eager_and_exports(
+    small: dict[str, TensorTable], strategy_name: str, tmp_path: Path
+) -> None:
+    """``compile: true`` trains the same model (within float noise) and exports."""
+    from mtl_reco.modeling.export import check_parity, export_onnx
+
+    results = {}
+    for compiled in (False, True):
+        model = model_for("mmoe", small)
+        strategy = build_strategy(strategy_name, model.task_names)
+        cfg = config(epochs=1, compile=compiled)
+        results[compiled] = (model, train(model, small["train"], None, strategy, cfg))
+    (eager, eager_run), (model, run) = results[False], results[True]
+    for key in ("ctr", "ctcvr", "total"):
+        got, want = (
+            run.history[0]["train_loss"][key],
+            eager_run.history[0]["train_loss"][key],
+        )
+        assert math.isfinite(got) and abs(got - want) < 1e-4, (key, got, want)
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(
+            model.state_dict()[name], value, atol=1e-4, rtol=1e-3
+        )
+    export_onnx(model, tmp_path / "compiled.onnx")
+    assert check_parity(model, tmp_path / "compiled.onnx", small["valid"]) <= 1e-5
+
+
+def test_compile_refuses_strategies_that_reuse_the_graph(
+    small: dict[str, TensorTable],
+) -> None:
+    from mtl_reco.modeling.weighting.registry import STRATEGIES
+
+    reusing = sorted(name for name, cls in STRATEGIES.items() if cls.reuses_graph)
+    assert reusing == ["gradnorm", "metabalance", "pcgrad"]
+    for name in reusing:
+        model = model_for("mmoe", small)
+        with pytest.raises(ConfigError, match=f"compile.*{name}"):
+            Trainer(model, build_strategy(name, model.task_names), config(compile=True))

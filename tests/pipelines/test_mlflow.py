@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl_reco.modeling.export import read_description
+from mtl_reco.serving import read_description
 
 from .conftest import copy_project
 from .test_train_runs import kedro, latest

@@ -371,6 +371,11 @@ def test_resume_only_from_identical_settings_and_then_exactly(tmp_path):
             "trainer.device: device 'cuda' requested but CUDA is not available",
         ),
         (
+            "trainer.compile=true,mmoe.weighting.name=gradnorm",
+            {},
+            "trainer.compile: experiment 'mmoe' uses the loss weighting 'gradnorm'",
+        ),
+        (
             "trainer.epochz=3",
             {},
             "error: trainer: unknown key 'epochz' for TrainerConfig "

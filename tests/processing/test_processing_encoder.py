@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl_reco.modeling.schema import FeatureSchema, Funnel
 from mtl_reco.processing.config import EmbeddingRule, EncodingConfig
 from mtl_reco.processing.encoder import (
     EncoderError,
@@ -17,6 +16,7 @@ from mtl_reco.processing.encoder import (
     encoding_report,
     signed_log1p,
 )
+from mtl_reco.schema import FeatureSchema, Funnel
 from mtl_reco.tables import FrameTable
 
 

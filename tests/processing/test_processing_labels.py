@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl_reco.modeling.schema import Funnel
 from mtl_reco.processing.config import LabelsConfig
 from mtl_reco.processing.labels import (
     LabelError,
@@ -19,6 +18,7 @@ from mtl_reco.processing.labels import (
     label_table,
     plan_labels,
 )
+from mtl_reco.schema import Funnel
 from mtl_reco.tables import FrameTable
 
 from .conftest import TOY_SCHEMA, toy_frame

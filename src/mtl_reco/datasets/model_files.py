@@ -68,7 +68,7 @@ class OnnxModelDataset(FsspecFileDataset):
     """A serialised ONNX model (bytes) in one ``.onnx`` file.
 
     ``load`` returns the bytes, which ``onnxruntime.InferenceSession`` and
-    :class:`mtl_reco.modeling.export.OnnxPredictor` accept directly.
+    :class:`mtl_reco.serving.OnnxPredictor` accept directly.
     """
 
     def load(self) -> bytes:

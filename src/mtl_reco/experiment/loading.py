@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mtl_reco.modeling.data import TensorTable
-from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.schema import FeatureSchema
 from mtl_reco.tables import Table
 
 __all__ = ["load_tensor_table"]

@@ -26,13 +26,14 @@ from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.device import resolve_device
 from mtl_reco.modeling.evaluation import evaluate_model, predict
-from mtl_reco.modeling.export import OnnxPredictor, check_parity, export_onnx
+from mtl_reco.modeling.export import check_parity, export_onnx
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import ModelSpec, build_model, model_from_spec
-from mtl_reco.modeling.schema import FeatureSchema
 from mtl_reco.modeling.trainer import train
 from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
 from mtl_reco.reporting import plots
+from mtl_reco.schema import FeatureSchema
+from mtl_reco.serving import OnnxPredictor
 from mtl_reco.tables import Table
 
 logger = logging.getLogger(__name__)

@@ -137,10 +137,14 @@ class TrainerConfig(StrictConfig):
         log_every: Log running losses every N batches (0 disables).
         sparse_embedding_grad: Give the embedding tables row-sparse
             gradients and update only the rows a batch looks up ("lazy"
-            Adam/AdamW/SGD, see :mod:`mtl_reco.modeling.sparse_grad`): rows
-            absent from a batch keep their value and optimizer state (no
-            moment or weight decay for them). ``False``: dense gradients and
-            the plain optimizer over whole tables.
+            Adam/AdamW/SGD, opt-in kernels of
+            :mod:`mtl_reco.modeling.kernels.sparse_grad`): rows absent from
+            a batch keep their value and optimizer state (no moment or weight
+            decay for them). ``False``: dense gradients and the plain
+            optimizer over whole tables.
+        compile: Run the training forward through ``torch.compile`` (the
+            model's parameters, state dict and export are unchanged; the
+            first batches pay the compilation, tens of seconds on a CPU).
     """
 
     device: str = "auto"
@@ -158,6 +162,7 @@ class TrainerConfig(StrictConfig):
     progress: bool = True
     log_every: int = 0
     sparse_embedding_grad: bool = False
+    compile: bool = False
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mtl_reco.modeling.schema import FeatureSchema, SchemaError
+from mtl_reco.schema import FeatureSchema, SchemaError
 
 
 class Batch(NamedTuple):

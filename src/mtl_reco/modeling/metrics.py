@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl_reco.modeling.schema import Funnel
+from mtl_reco.schema import Funnel
 
 __all__ = [
     "auc_score",

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,14 +57,15 @@ from mtl_reco.modeling.config import ConfigError, TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.device import resolve_device
 from mtl_reco.modeling.evaluation import evaluate_model, task_loss
-from mtl_reco.modeling.metrics import flatten_metrics
-from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.sparse_grad import (
+from mtl_reco.modeling.kernels.sparse_grad import (
     LazyAdam,
     LazyAdamW,
     LazySGD,
     clip_grad_norm_,
+    use_row_sparse_gradients,
 )
+from mtl_reco.modeling.metrics import flatten_metrics
+from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 __all__ = [
@@ -202,7 +203,8 @@ class Trainer:
         config: How to train (:class:`~mtl_reco.modeling.config.TrainerConfig`).
 
     Raises:
-        ConfigError: ``optimizer.task_lr`` names a task the model lacks.
+        ConfigError: ``optimizer.task_lr`` names a task the model lacks, or
+            ``compile`` is asked for with a strategy that reuses the graph.
         DeviceError: The requested device is not available.
 
     Attributes:
@@ -226,7 +228,20 @@ class Trainer:
         self.task_names = list(model.task_names)
         self.task_types = model.task_types
         self._model_params = [p for p in model.parameters() if p.requires_grad]
-        model.set_sparse_embedding_grad(self.config.sparse_embedding_grad)
+        if self.config.compile and strategy.reuses_graph:
+            raise ConfigError(
+                f"trainer.compile cannot be combined with the loss weighting "
+                f"{strategy.name!r}: it backpropagates through each batch more "
+                "than once, which a torch.compile'd backward does not allow; set "
+                "trainer.compile=false or use fixed, uwl or dwa"
+            )
+        use_row_sparse_gradients(model, self.config.sparse_embedding_grad)
+        # the training forward; evaluation runs the plain module (other shapes)
+        self._forward: Callable[..., dict[str, torch.Tensor]] = (
+            cast(Callable[..., dict[str, torch.Tensor]], torch.compile(model))
+            if self.config.compile
+            else model
+        )
         self.optimizer = self._build_optimizer()
         self.scheduler: Any = None
         self._plateau = False
@@ -467,7 +482,7 @@ class Trainer:
             )
             for b, batch in enumerate(batches):
                 with self._autocast():
-                    outputs = model(batch.sparse, batch.dense)
+                    outputs = self._forward(batch.sparse, batch.dense)
                     losses = self._losses(outputs, batch.labels, label_index)
                     aux = model.auxiliary_loss(outputs)
                 values = torch.cat(

@@ -28,7 +28,7 @@ learns (memory grows with distinct values, not with rows):
 It is a pure function of the chunk, so scoring reuses it on any data.
 :meth:`FeatureEncoder.to_dict` / :meth:`FeatureEncoder.from_dict` give the
 ``feature_encoder`` JSON artefact; :meth:`FeatureEncoder.feature_schema`
-gives the :class:`~mtl_reco.modeling.schema.FeatureSchema`.
+gives the :class:`~mtl_reco.schema.FeatureSchema`.
 """
 
 from __future__ import annotations
@@ -44,15 +44,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtl_reco.modeling.schema import (
+from mtl_reco.processing._chunks import non_empty
+from mtl_reco.processing.config import EmbeddingRule, EncodingConfig
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,
     SparseFeature,
     TaskSpec,
 )
-from mtl_reco.processing._chunks import non_empty
-from mtl_reco.processing.config import EmbeddingRule, EncodingConfig
 from mtl_reco.tables import StreamTable, Table
 
 logger = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtl_reco.modeling.schema import Funnel, TaskSpec
 from mtl_reco.processing._chunks import non_empty
 from mtl_reco.processing.config import FunnelConfig, LabelsConfig, TaskConfig
+from mtl_reco.schema import Funnel, TaskSpec
 from mtl_reco.sources.base import RawSchema, event_columns
 from mtl_reco.tables import StreamTable, Table
 

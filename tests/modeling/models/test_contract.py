@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from mtl_reco.modeling.models.base import ModelContractError, MultiTaskModel
 from mtl_reco.modeling.models.registry import available_models, model_from_spec
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 from ..conftest import make_small_model, random_inputs
 

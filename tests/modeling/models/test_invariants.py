@@ -16,7 +16,7 @@ from mtl_reco.modeling.models.esmm import ESMM, ESMMConfig
 from mtl_reco.modeling.models.mmoe import MMoEConfig
 from mtl_reco.modeling.models.ple import PLE, PLEConfig
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import Funnel, TaskSpec
+from mtl_reco.schema import Funnel, TaskSpec
 
 from ..conftest import make_small_model, random_inputs
 
@@ -353,11 +353,11 @@ def test_build_model_accepts_mapping_or_typed_config(tiny_schema):
 )
 def test_fast_path_is_the_plain_function(name, overrides, tiny_schema, monkeypatch):
     """The CPU training kernels compute what the plain (exported) path does."""
-    import mtl_reco.modeling.layers as layers
-    import mtl_reco.modeling.models.mmoe as mmoe
-    import mtl_reco.modeling.models.ple as ple
+    from mtl_reco.modeling.kernels import experts
 
-    model = make_small_model(name, tiny_schema, **overrides).double()
+    model = make_small_model(
+        name, tiny_schema, expert_layout="manual", **overrides
+    ).double()
     sparse, dense = random_inputs(tiny_schema, 13)
     dense = dense.double()
 
@@ -368,8 +368,7 @@ def test_fast_path_is_the_plain_function(name, overrides, tiny_schema, monkeypat
         return out, [p.grad.clone() for p in model.parameters()]
 
     fast_out, fast_grads = run()
-    for module in (layers, mmoe, ple):
-        monkeypatch.setattr(module, "fast_kernels_allowed", lambda x: False)
+    monkeypatch.setattr(experts, "kernels_allowed", lambda x: False)
     plain_out, plain_grads = run()
     for key, value in plain_out.items():
         torch.testing.assert_close(fast_out[key], value)

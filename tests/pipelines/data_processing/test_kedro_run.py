@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mtl_reco.modeling.schema import FeatureSchema, Funnel
+from mtl_reco.schema import FeatureSchema, Funnel
 
 from ..conftest import use_source_files
 from .conftest import copy_project

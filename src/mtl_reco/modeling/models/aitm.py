@@ -19,7 +19,7 @@ from mtl_reco.modeling.layers import (
     make_activation,
 )
 from mtl_reco.modeling.models.base import ModelContractError, MultiTaskModel
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from mtl_reco.modeling.config import ModelConfig
-from mtl_reco.modeling.layers import FeatureEmbedding
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 
 class ModelContractError(ValueError):
@@ -130,16 +129,6 @@ class MultiTaskModel(nn.Module):
     def auxiliary_loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """An extra, unweighted loss term computed from the outputs (default none)."""
         return None
-
-    def set_sparse_embedding_grad(self, enabled: bool) -> None:
-        """Give the embedding tables row-sparse gradients in training (or not).
-
-        Used by the trainer (``TrainerConfig.sparse_embedding_grad``); see
-        :mod:`mtl_reco.modeling.sparse_grad`. The forward is unchanged.
-        """
-        for module in self.modules():
-            if isinstance(module, FeatureEmbedding):
-                module.sparse_grad = enabled
 
     # -- conveniences shared by all models ----------------------------------------
     def predict(

@@ -15,7 +15,7 @@ from mtl_reco.modeling.models.base import (
     MultiTaskModel,
     product_logit,
 )
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 
 class ESMMConfig(ModelConfig):

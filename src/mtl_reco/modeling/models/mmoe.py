@@ -9,17 +9,15 @@ from pydantic import Field
 from torch import nn
 
 from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
+from mtl_reco.modeling.kernels.experts import ExpertLayout, expert_bank_class
 from mtl_reco.modeling.layers import (
-    ExpertBank,
-    ExpertLayout,
     FeatureEmbedding,
     SoftmaxGate,
     Tower,
-    fast_kernels_allowed,
     mix_experts,
 )
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 
 class MMoEConfig(ModelConfig):
@@ -29,9 +27,11 @@ class MMoEConfig(ModelConfig):
         n_experts: Number of shared experts.
         expert_dims: Hidden widths of each expert MLP (at least one).
         tower_dims: Hidden widths of each task tower (may be empty).
-        expert_layout: How the experts are computed (``auto``, ``per_expert``,
-            ``fused``, ``bmm``; see :class:`~mtl_reco.modeling.layers.ExpertBank`).
-            It changes speed only, never results or the state dict.
+        expert_layout: How the experts are computed: ``auto`` (the plain
+            :class:`~mtl_reco.modeling.layers.ExpertBank`) or an opt-in
+            layout of :mod:`mtl_reco.modeling.kernels.experts` (``manual``,
+            ``per_expert``, ``bmm``). It changes speed only, never results or
+            the state dict.
     """
 
     n_experts: int = Field(default=8, ge=1)
@@ -83,13 +83,9 @@ class MMoE(MultiTaskModel):
         cfg = self.config
         self.embedding = FeatureEmbedding(self.schema, cfg.embedding_dim)
         in_dim = self.embedding.output_dim
-        self.experts = ExpertBank(
-            in_dim,
-            cfg.n_experts,
-            cfg.expert_dims,
-            cfg.activation,
-            cfg.dropout,
-            cfg.expert_layout,
+        bank_cls = expert_bank_class(cfg.expert_layout, cfg.activation, cfg.dropout)
+        self.experts = bank_cls(
+            in_dim, cfg.n_experts, cfg.expert_dims, cfg.activation, cfg.dropout
         )
         self.gates = nn.ModuleList(
             SoftmaxGate(in_dim, cfg.n_experts) for _ in self.tasks
@@ -108,17 +104,12 @@ class MMoE(MultiTaskModel):
         """Return ``{task: (B,)}`` logits / regression values."""
         x = self.embedding(sparse, dense)
         mixed = mix_experts(self._gates(x), self.experts(x))  # (B, T, d)
-        if fast_kernels_allowed(x):
-            # unbind: one gradient copy for all towers instead of one per task
-            return {
-                task.name: tower(mix)
-                for task, tower, mix in zip(
-                    self.tasks, self.towers, mixed.unbind(1), strict=True
-                )
-            }
+        # unbind: one gradient copy for all towers instead of one per task
         return {
-            task.name: tower(mixed[:, i])
-            for i, (task, tower) in enumerate(zip(self.tasks, self.towers, strict=True))
+            task.name: tower(mix)
+            for task, tower, mix in zip(
+                self.tasks, self.towers, mixed.unbind(1), strict=True
+            )
         }
 
     def gate_weights(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

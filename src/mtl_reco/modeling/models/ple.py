@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
-from mtl_reco.modeling.layers import (
-    ExpertBank,
+from mtl_reco.modeling.kernels.experts import (
     ExpertLayout,
-    FeatureEmbedding,
-    SoftmaxGate,
-    Tower,
-    fast_kernels_allowed,
-    mix_expert_groups,
-    mix_experts,
-    run_expert_banks,
+    expert_bank_class,
+    extraction_level_class,
 )
+from mtl_reco.modeling.layers import ExtractionLevel, FeatureEmbedding, Tower
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 
 class PLEConfig(ModelConfig):
@@ -34,8 +28,9 @@ class PLEConfig(ModelConfig):
         n_shared_experts: Shared experts per level.
         expert_dims: Hidden widths of every expert MLP (at least one).
         tower_dims: Hidden widths of each task tower (may be empty).
-        expert_layout: Compute layout of the expert banks (speed only; see
-            :class:`~mtl_reco.modeling.layers.ExpertBank`).
+        expert_layout: Compute layout of the expert banks (speed only): ``auto``
+            (the plain :class:`~mtl_reco.modeling.layers.ExpertBank`) or an
+            opt-in layout of :mod:`mtl_reco.modeling.kernels.experts`.
     """
 
     n_levels: int = Field(default=2, ge=1)
@@ -44,139 +39,6 @@ class PLEConfig(ModelConfig):
     expert_dims: NonEmptyDims = Field(default_factory=lambda: [256, 128])
     tower_dims: Dims = Field(default_factory=lambda: [64])
     expert_layout: ExpertLayout = "auto"
-
-
-class ExtractionLevel(nn.Module):
-    """One extraction network of PLE (a CGC block when used alone).
-
-    Paper: H. Tang, J. Liu, M. Zhao, X. Gong, "Progressive Layered Extraction
-    (PLE): A Novel Multi-Task Learning (MTL) Model for Personalized
-    Recommendations", RecSys 2020.
-
-    Args:
-        in_dim: Width of every input (task paths and the shared path).
-        n_tasks: Number of tasks ``T``.
-        n_specific: Task-specific experts per task ``Es``.
-        n_shared: Shared experts ``Eh``.
-        dims: Hidden widths of every expert.
-        activation: Hidden activation.
-        dropout: Dropout after each hidden activation.
-        layout: Expert bank compute layout.
-        final: The last level has no shared gate.
-
-    Shapes:
-        ``forward(task_inputs: T x (B, in_dim), shared_input (B, in_dim))``
-        returns ``(T x (B, dims[-1]), (B, dims[-1]) or None)``: each task's
-        mixture of its own and the shared experts, and (non-final levels) the
-        shared gate's mixture of all ``T * Es + Eh`` experts.
-    """
-
-    def __init__(
-        self,
-        in_dim: int,
-        n_tasks: int,
-        n_specific: int,
-        n_shared: int,
-        dims: Sequence[int],
-        activation: str,
-        dropout: float,
-        layout: str,
-        final: bool,
-    ) -> None:
-        super().__init__()
-        self.specific = nn.ModuleList(
-            ExpertBank(in_dim, n_specific, dims, activation, dropout, layout)
-            for _ in range(n_tasks)
-        )
-        self.shared = ExpertBank(in_dim, n_shared, dims, activation, dropout, layout)
-        self.task_gates = nn.ModuleList(
-            SoftmaxGate(in_dim, n_specific + n_shared) for _ in range(n_tasks)
-        )
-        self.shared_gate = (
-            None if final else SoftmaxGate(in_dim, n_tasks * n_specific + n_shared)
-        )
-        self.out_dim = self.shared.out_dim
-        # Expert column of every gate weight (task gates, then the shared gate)
-        # in _forward_fused; experts ordered [specific_0, ..., specific_T-1, shared].
-        n_all = n_tasks * n_specific + n_shared
-        shared_cols = list(range(n_tasks * n_specific, n_all))
-        columns: list[int] = []
-        for t in range(n_tasks):
-            columns += list(range(t * n_specific, (t + 1) * n_specific)) + shared_cols
-        columns += list(range(n_all))  # shared gate
-        self.register_buffer(
-            "gate_columns", torch.tensor(columns, dtype=torch.int64), persistent=False
-        )
-
-    def forward(
-        self,
-        task_inputs: Sequence[torch.Tensor],
-        shared_input: torch.Tensor,
-        record: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Return the task mixtures and the shared mixture (None when final)."""
-        if self.shared_gate is not None and fast_kernels_allowed(shared_input):
-            return self._forward_fused(task_inputs, shared_input, record)
-        specific = [
-            bank(inp) for bank, inp in zip(self.specific, task_inputs, strict=True)
-        ]
-        shared = self.shared(shared_input)
-        outputs = []
-        for t, (gate, inp) in enumerate(zip(self.task_gates, task_inputs, strict=True)):
-            weights = gate(inp)
-            if record is not None:
-                record[f"task{t}"] = weights
-            outputs.append(mix_expert_groups(weights, [specific[t], shared]))
-        shared_out = None
-        if self.shared_gate is not None:
-            weights = self.shared_gate(shared_input)
-            if record is not None:
-                record["shared"] = weights
-            shared_out = mix_expert_groups(weights, [*specific, shared])
-        return outputs, shared_out
-
-    def _forward_fused(
-        self,
-        task_inputs: Sequence[torch.Tensor],
-        shared_input: torch.Tensor,
-        record: dict[str, torch.Tensor] | None,
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """:meth:`forward` of a non-final level in fewer, larger operations.
-
-        Every expert of the level runs in one call (:func:`run_expert_banks`:
-        banks reading the same input share one first-layer GEMM) and each
-        gate mixes the concatenated experts ``[specific_0, ...,
-        specific_{T-1}, shared]`` in one batched matmul, its weights placed
-        in its experts' columns (zeros elsewhere). Same function, and the
-        same gradient reachability: below the final level every loss reaches
-        every expert anyway (through the shared gate), and each gate still
-        feeds its own mixture only. The final level keeps :meth:`forward`'s
-        per-task structure, so a task's final experts and gate get no
-        gradient from another task's loss.
-        """
-        banks = cast(list[ExpertBank], [*self.specific, self.shared])
-        experts = run_expert_banks(banks, [*task_inputs, shared_input])
-        n_all = experts.shape[1]
-        gates = [*self.task_gates, self.shared_gate]
-        columns = self.get_buffer("gate_columns")
-        mixtures: list[torch.Tensor] = []
-        start = 0
-        for t, (gate, inp) in enumerate(
-            zip(gates, [*task_inputs, shared_input], strict=True)
-        ):
-            weights = gate(inp)
-            if record is not None:
-                record["shared" if t == len(task_inputs) else f"task{t}"] = weights
-            width = weights.shape[1]
-            placed = torch.index_copy(
-                weights.new_zeros(weights.shape[0], n_all),
-                1,
-                columns[start : start + width],
-                weights,
-            )
-            start += width
-            mixtures.append(mix_experts(placed, experts))
-        return mixtures[:-1], mixtures[-1]
 
 
 class PLE(MultiTaskModel):
@@ -228,10 +90,12 @@ class PLE(MultiTaskModel):
         super().__init__(schema, tasks, config)
         cfg = self.config
         self.embedding = FeatureEmbedding(self.schema, cfg.embedding_dim)
+        bank_cls = expert_bank_class(cfg.expert_layout, cfg.activation, cfg.dropout)
+        level_cls = extraction_level_class(bank_cls)
         levels = []
         in_dim = self.embedding.output_dim
         for level in range(cfg.n_levels):
-            block = ExtractionLevel(
+            block = level_cls(
                 in_dim,
                 len(self.tasks),
                 cfg.n_specific_experts,
@@ -239,8 +103,8 @@ class PLE(MultiTaskModel):
                 cfg.expert_dims,
                 cfg.activation,
                 cfg.dropout,
-                cfg.expert_layout,
                 final=level == cfg.n_levels - 1,
+                bank_cls=bank_cls,
             )
             levels.append(block)
             in_dim = block.out_dim

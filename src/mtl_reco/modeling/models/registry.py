@@ -19,7 +19,7 @@ from mtl_reco.modeling.models.esmm import ESMM
 from mtl_reco.modeling.models.mmoe import MMoE
 from mtl_reco.modeling.models.ple import PLE
 from mtl_reco.modeling.models.shared_bottom import SharedBottom
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 __all__ = [
     "MODELS",

@@ -11,7 +11,7 @@ from torch import nn
 from mtl_reco.modeling.config import Dims, ModelConfig, NonEmptyDims
 from mtl_reco.modeling.layers import MLP, FeatureEmbedding, Tower
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 
 class SharedBottomConfig(ModelConfig):

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mtl_reco.modeling.sparse_grad import coalesce_rows, sparse_rows
+from mtl_reco.modeling.kernels.sparse_grad import coalesce_rows, sparse_rows
 
 
 def ordered_losses(
@@ -67,8 +67,18 @@ def accumulate_grads(
         else:
             existing.append(p.grad)
             added.append(g)
-    if existing:
-        torch._foreach_add_(existing, added)
+    for total, grad in zip(existing, added, strict=True):
+        total.add_(grad)
+
+
+def grad_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(K,)`` 2-norms of ``K`` gradients (a row-sparse one: of its summed rows)."""
+    return torch.stack(
+        [
+            torch.linalg.vector_norm(coalesce_rows(g)[1] if g.is_sparse else g)
+            for g in grads
+        ]
+    )
 
 
 def unique_trainable(params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
@@ -213,5 +223,7 @@ class SharedGradients:
             return
         assert plain_shared is not None
         torch.autograd.backward(total + aux_loss.float().reshape(()))
-        corrections = torch._foreach_sub(list(shared_grads), list(plain_shared))
+        corrections = [
+            grad - plain for grad, plain in zip(shared_grads, plain_shared, strict=True)
+        ]
         accumulate_grads(self.params, self._full(corrections))

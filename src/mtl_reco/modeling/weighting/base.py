@@ -41,6 +41,10 @@ class LossWeighting(nn.Module):
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[WeightingConfig]] = WeightingConfig
+    reuses_graph: ClassVar[bool] = False
+    """Backpropagates through one batch's graph more than once (per-task
+    gradients before the final backward); ``torch.compile``'s backward
+    cannot (the trainer refuses ``compile`` with such a strategy)."""
 
     def __init__(
         self, task_names: Sequence[str], config: WeightingConfig | None = None

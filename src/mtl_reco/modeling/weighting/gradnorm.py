@@ -67,6 +67,7 @@ class GradNorm(LossWeighting):
     """
 
     name = "gradnorm"
+    reuses_graph = True
     config_cls = GradNormConfig
     config: GradNormConfig
     initial_losses: torch.Tensor

@@ -9,7 +9,11 @@ from pydantic import Field
 
 from mtl_reco.modeling.config import ConfigError, WeightingConfig
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.weighting._common import SharedGradients, ordered_losses
+from mtl_reco.modeling.weighting._common import (
+    SharedGradients,
+    grad_norms,
+    ordered_losses,
+)
 from mtl_reco.modeling.weighting.base import LossWeighting
 
 
@@ -67,6 +71,7 @@ class MetaBalance(LossWeighting):
     """
 
     name = "metabalance"
+    reuses_graph = True
     config_cls = MetaBalanceConfig
     config: MetaBalanceConfig
     norm_averages: torch.Tensor
@@ -118,9 +123,9 @@ class MetaBalance(LossWeighting):
         shared = self.shared
         task_grads = shared.all_task_grads(ordered)
         with torch.no_grad():
-            norms = torch.stack(
-                [torch.stack(torch._foreach_norm(grads)) for grads in task_grads]
-            ).to(self.norm_averages.dtype)  # (T, K)
+            norms = torch.stack([grad_norms(grads) for grads in task_grads]).to(
+                self.norm_averages.dtype
+            )  # (T, K)
             beta = self.config.beta
             self.norm_averages.mul_(beta).add_(norms, alpha=1.0 - beta)
             relax = self.config.relax_factor
@@ -131,14 +136,17 @@ class MetaBalance(LossWeighting):
             scale[main] = 1.0
             plain = None
             if aux_loss is not None:  # computed before task_grads[main] is reused
-                plain = torch._foreach_add(task_grads[0], task_grads[1])
-                for grads in task_grads[2:]:
-                    torch._foreach_add_(plain, grads)
+                plain = list(task_grads[0])
+                for grads in task_grads[1:]:
+                    plain = [a + b for a, b in zip(plain, grads, strict=True)]
             combined = task_grads[main]  # accumulated in place
             for i, grads in enumerate(task_grads):
                 if i != main:
-                    factors = list(scale[i].to(grads[0].dtype).unbind())
-                    torch._foreach_add_(combined, torch._foreach_mul(grads, factors))
+                    factors = scale[i].to(grads[0].dtype).unbind()
+                    for total, grad, factor in zip(
+                        combined, grads, factors, strict=True
+                    ):
+                        total.add_(grad * factor)
             effective = _effective_scale(scale, norms)
         shared.finish(combined, plain, ordered, aux_loss)
         return effective

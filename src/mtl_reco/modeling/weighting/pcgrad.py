@@ -54,6 +54,7 @@ class PCGrad(LossWeighting):
     """
 
     name = "pcgrad"
+    reuses_graph = True
     config_cls = PCGradConfig
     config: PCGradConfig
 

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from mtl_reco.experiment.config import ScoreConfig
-from mtl_reco.modeling.export import OnnxPredictor
 from mtl_reco.processing.config import ValidationConfig
 from mtl_reco.processing.encoder import FeatureEncoder, model_encoder_mismatch
 from mtl_reco.processing.scoring import (
@@ -18,6 +17,7 @@ from mtl_reco.processing.scoring import (
     scoring_report,
     summary_line,
 )
+from mtl_reco.serving import OnnxPredictor
 from mtl_reco.tables import StreamTable, Table, count_rows
 
 logger = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ def build_feature_schema(
         task_spec: Tasks and funnel from the labels stage.
 
     Returns:
-        :meth:`~mtl_reco.modeling.schema.FeatureSchema.to_dict` of the encoded
+        :meth:`~mtl_reco.schema.FeatureSchema.to_dict` of the encoded
         tables, plus ``encoder``: the digest of the encoder that made them
         (:func:`~mtl_reco.processing.encoder.encoder_digest`), which every
         trained model records.

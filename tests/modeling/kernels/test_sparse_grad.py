@@ -11,19 +11,20 @@ import torch
 
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
-from mtl_reco.modeling.layers import FeatureEmbedding
-from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.sparse_grad import (
+from mtl_reco.modeling.kernels.sparse_grad import (
     LazyAdam,
     clip_grad_norm_,
     coalesce_rows,
     sparse_rows,
     unique_rows,
+    use_row_sparse_gradients,
 )
+from mtl_reco.modeling.layers import FeatureEmbedding
+from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.trainer import Trainer, train
 from mtl_reco.modeling.weighting.registry import build_strategy
 
-from .conftest import build_tiny_schema, make_small_model, random_inputs
+from ..conftest import build_tiny_schema, make_small_model, random_inputs
 
 STRATEGIES = ("fixed", "uwl", "gradnorm", "metabalance", "dwa", "pcgrad")
 
@@ -97,7 +98,7 @@ def test_lookup_gives_the_dense_gradient_as_sparse_rows() -> None:
     for flag in (False, True):
         torch.manual_seed(0)
         emb = FeatureEmbedding(schema).train()
-        emb.sparse_grad = flag
+        use_row_sparse_gradients(emb, flag)
         out = emb(sparse, dense)
         (out * torch.arange(out.shape[1])).sum().backward()
         grads[flag] = emb.tables[0].grad

@@ -1,7 +1,9 @@
 """Row-sparse embedding gradients and the lazy optimizer update that consumes them.
 
-With ``TrainerConfig.sparse_embedding_grad`` the embedding tables of a model
-(:class:`~mtl_reco.modeling.layers.FeatureEmbedding`) receive their gradient
+Opt-in (``TrainerConfig.sparse_embedding_grad``; off by default): the
+embedding tables of a model
+(:class:`~mtl_reco.modeling.layers.FeatureEmbedding`, through
+:func:`use_row_sparse_gradients`) receive their gradient
 as a sparse COO tensor that holds only the rows the batch looked up (each row
 once, summed over its occurrences), and the optimizer updates those rows only
 - the "lazy" Adam of recommender training (TensorFlow Addons ``LazyAdam``,
@@ -37,14 +39,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtl_reco.modeling.kernels.experts import tracing
+from mtl_reco.modeling.layers import FeatureEmbedding
+
 __all__ = [
     "LazyAdam",
     "LazyAdamW",
     "LazySGD",
     "clip_grad_norm_",
     "coalesce_rows",
+    "row_sparse_lookup",
     "sparse_rows",
     "unique_rows",
+    "use_row_sparse_gradients",
 ]
 
 #: Above this many table rows per looked-up id, ``torch.unique`` (a sort of
@@ -96,10 +103,6 @@ def sparse_rows(
     )
 
 
-def _strictly_increasing(rows: torch.Tensor) -> bool:
-    return rows.numel() < 2 or bool((rows[1:] > rows[:-1]).all())
-
-
 def coalesce_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rows, values)`` of a row-sparse gradient, duplicate rows summed.
 
@@ -111,15 +114,62 @@ def coalesce_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         Sorted distinct rows ``(u,)`` and their summed values ``(u, ...)``.
     """
-    rows, values = grad._indices()[0], grad._values()
-    if grad.is_coalesced() or _strictly_increasing(rows):
-        # (autograd's gradient accumulation drops the coalesced flag of the
-        # lookup's gradient: sorted distinct rows say it still is)
-        return rows, values
-    unique, inverse = unique_rows(rows, int(grad.shape[0]))
-    summed = values.new_zeros((unique.numel(), *values.shape[1:]))
-    summed.index_add_(0, inverse, values)
-    return unique, summed
+    if not grad.is_coalesced():
+        grad = grad.coalesce()
+    return grad.indices()[0], grad.values()
+
+
+class _RowLookup(torch.autograd.Function):
+    """``table[rows]`` whose gradient w.r.t. the table is row-sparse.
+
+    The backward returns a coalesced sparse COO tensor holding each looked-up
+    row once (its gradients summed), instead of a dense table-sized gradient
+    (see this module's docstring).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.table_shape = table.shape
+        ctx.save_for_backward(rows)
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (rows,) = ctx.saved_tensors
+        unique, inverse = unique_rows(rows, int(ctx.table_shape[0]))
+        values = grad.new_zeros(unique.numel(), grad.shape[1])
+        values.index_add_(0, inverse, grad)
+        return sparse_rows(unique, values, ctx.table_shape), None
+
+
+def row_sparse_lookup(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table[rows]`` with a row-sparse gradient while gradients are recorded.
+
+    A :data:`~mtl_reco.modeling.layers.Lookup` for
+    :class:`~mtl_reco.modeling.layers.FeatureEmbedding`; a plain
+    ``index_select`` when no gradient is needed or the model is traced,
+    compiled or exported.
+    """
+    if table.requires_grad and torch.is_grad_enabled() and not tracing():
+        return cast(
+            torch.Tensor,
+            _RowLookup.apply(table, rows),  # type: ignore[no-untyped-call]
+        )
+    return table.index_select(0, rows)
+
+
+def use_row_sparse_gradients(model: nn.Module, enabled: bool = True) -> None:
+    """Give every embedding table of ``model`` a row-sparse gradient (or not).
+
+    Sets :attr:`FeatureEmbedding.lookup
+    <mtl_reco.modeling.layers.FeatureEmbedding>` of each embedding module;
+    the forward is unchanged. The trainer does this for
+    ``TrainerConfig.sparse_embedding_grad`` and pairs it with the lazy
+    optimizers below.
+    """
+    for module in model.modules():
+        if isinstance(module, FeatureEmbedding):
+            module.lookup = row_sparse_lookup if enabled else None
 
 
 class _LazyRowsMixin:
@@ -286,8 +336,10 @@ def clip_grad_norm_(params: Iterable[nn.Parameter], max_norm: float) -> torch.Te
     tensors = dense + sparse
     if not tensors:
         return torch.zeros(())
-    norms = torch._foreach_norm(tensors)
-    total = torch.linalg.vector_norm(torch.stack(norms))
+    total = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(t) for t in tensors])
+    )
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(tensors, coef)
-    return cast(torch.Tensor, total)
+    for tensor in tensors:
+        tensor.mul_(coef)
+    return total
