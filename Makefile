@@ -43,10 +43,10 @@ test: $(STAMP)  ## the full test suite (what CI runs)
 test-fast: $(STAMP)  ## everything except the slow end-to-end runs
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
-lint: $(STAMP)  ## ruff, mypy (strict on modeling), import-linter contracts
+lint: $(STAMP)  ## ruff, mypy (strict over src), import-linter contracts
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/mypy src/mtl_reco/modeling
+	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
 format: $(STAMP)

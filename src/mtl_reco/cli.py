@@ -83,7 +83,7 @@ def cli() -> None:
     help=kedro_run.help,
 )
 @click.pass_context
-def run(ctx: click.Context, verbose: bool, **kwargs: Any) -> Any:
+def run(ctx: click.Context, /, verbose: bool, **kwargs: Any) -> Any:
     """Kedro's ``run``, ending known failures with one line (see the module)."""
     try:
         return ctx.invoke(kedro_run, **kwargs)

@@ -424,11 +424,11 @@ class RunGuardHook:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            for signum in seen:
+            for number in seen:
                 logger.warning(
                     "%s arrived while the run's outputs were being moved; that "
                     "finished first",
-                    signal.Signals(signum).name,
+                    signal.Signals(number).name,
                 )
 
     def _finish(self) -> None:

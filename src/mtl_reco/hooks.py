@@ -135,7 +135,7 @@ def _git_commit(project_path: Path) -> str | None:
     return done.stdout.strip() or None
 
 
-class ExperimentTrackingHook(MlflowHook):
+class ExperimentTrackingHook(MlflowHook):  # type: ignore[misc]  # untyped base
     """kedro-mlflow's hook with per-experiment child runs (module docstring)."""
 
     def __init__(self) -> None:

@@ -361,7 +361,7 @@ def _check_models_match_data(pipeline: Pipeline, catalog: Any) -> None:
         if loaded is None:
             continue
         if isinstance(loaded, bytes | bytearray):  # an ONNX model
-            loaded = read_description(loaded).get("provenance") or {}
+            loaded = read_description(bytes(loaded)).get("provenance") or {}
         problem = model_encoder_mismatch(loaded, encoder)
         if problem:
             raise PreflightError(f"'{name}': {problem}")

@@ -44,6 +44,10 @@ class Table(Protocol):
         """Yield the table as DataFrames of at most ``chunk_rows`` rows."""
         ...
 
+    def to_pandas(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The whole table (or a column subset) as one DataFrame."""
+        ...
+
 
 class FrameTable:
     """An in-memory DataFrame seen as a :class:`Table`."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from .test_train_runs import kedro, latest
 pytestmark = pytest.mark.slow
 
 SCORES = "data/07_model_output/mmoe/scores.parquet"
+ONNX = "data/06_models/mmoe/model.onnx"
 REPORT = "data/08_reporting/mmoe/scoring_report.json"
 
 
@@ -199,3 +202,68 @@ def test_a_missing_feature_column_fails_naming_file_and_column(project):
     assert f"cannot score the input (file {path})" in log
     assert "expect_column_to_exist on column 'D508'" in log
     assert no_scores_written(project)
+
+
+def test_the_score_pipeline_needs_no_torch(project, tmp_path):
+    """The score pipeline's modules and nodes score with ONNX Runtime alone.
+
+    A second process imports the pipeline, loads the trained project's
+    artefacts through the catalog's datasets and runs both nodes, with a
+    stand-in ``torch`` first on ``PYTHONPATH`` that records any import
+    attempt (and fails it, as on a machine without torch). (A whole `kedro
+    run` still loads torch: Kedro validates the typed parameters of every
+    registered pipeline, and the experiments' model specs resolve their
+    classes.)
+    """
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    marker = tmp_path / "torch_imported.txt"
+    fake.joinpath("__init__.py").write_text(
+        "import traceback\n"
+        f"with open({str(marker)!r}, 'a') as fh:\n"
+        "    fh.write(''.join(traceback.format_stack()))\n"
+        "raise ImportError('torch is not available to the scoring process')\n"
+    )
+    frame = raw_test_split(project)
+    rows = project / "new_rows.parquet"
+    frame.to_parquet(rows)
+    script = f"""
+import json, sys
+from pathlib import Path
+from mtl_reco.datasets import OnnxModelDataset, ParquetTableDataset
+from mtl_reco.experiment.config import ScoreConfig
+from mtl_reco.pipelines.score.pipeline import create_pipeline
+from mtl_reco.pipelines.score.nodes import report_scoring, score_new_data
+from mtl_reco.processing.config import ValidationConfig
+
+project = Path({str(project)!r})
+create_pipeline()
+model = OnnxModelDataset(filepath={str(latest(project, ONNX))!r}).load()
+read = lambda rel: json.loads((project / rel).read_text())
+table, stats = score_new_data(
+    read("data/04_feature/feature_encoder.json"),
+    model,
+    read("data/02_intermediate/raw_schema.json"),
+    ScoreConfig(experiment="mmoe", options={{"path": {str(rows)!r}}}),
+    ValidationConfig(),
+)
+out = ParquetTableDataset(filepath={str(tmp_path / "scores.parquet")!r})
+out.save(table)
+report = report_scoring(out.load(), stats)
+print(json.dumps({{"scored": report["rows_scored"], "torch": "torch" in sys.modules}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert not marker.exists(), "torch was imported:\n" + marker.read_text()[-3000:]
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"scored": len(frame), "torch": False}
+    scored = pd.read_parquet(tmp_path / "scores.parquet")
+    assert scored["p_ctr"].between(0, 1).all() and len(scored) == len(frame)

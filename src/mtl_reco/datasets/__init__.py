@@ -24,12 +24,12 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "OnnxModelDataset": "mtl_reco.datasets.model_files",
+    "OnnxModelDataset": "mtl_reco.datasets.onnx_model",
     "OptionalJSONDataset": "mtl_reco.datasets.optional_json",
     "ParquetTableDataset": "mtl_reco.datasets.parquet_table",
     "ScoringModelDataset": "mtl_reco.datasets.registry_model",
     "SourceFilesDataset": "mtl_reco.datasets.source_files",
-    "TorchStateDictDataset": "mtl_reco.datasets.model_files",
+    "TorchStateDictDataset": "mtl_reco.datasets.state_dict",
 }
 
 __all__ = sorted(_WHERE)

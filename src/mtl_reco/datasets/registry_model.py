@@ -6,7 +6,7 @@ from typing import Any
 
 from kedro.io.core import DatasetError
 
-from mtl_reco.datasets.model_files import OnnxModelDataset
+from mtl_reco.datasets.onnx_model import OnnxModelDataset
 
 
 class ScoringModelDataset(OnnxModelDataset):

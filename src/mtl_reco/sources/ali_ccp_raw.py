@@ -144,8 +144,8 @@ def raw_schema(with_split: bool) -> RawSchema:
 def _find(directory: Path, stem: str) -> Path:
     for name in (f"{stem}.csv", f"{stem}.csv.gz"):
         if (directory / name).exists():
-            return require_file(directory / name, SOURCE_NAME)
-    return require_file(directory / f"{stem}.csv", SOURCE_NAME)
+            return Path(require_file(directory / name, SOURCE_NAME))
+    return Path(require_file(directory / f"{stem}.csv", SOURCE_NAME))
 
 
 def read_ali_ccp_raw(options: AliCcpRawOptions) -> tuple[RawSchema, SourceTable]:

@@ -37,7 +37,6 @@ and "Children" count as 0.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
@@ -45,6 +44,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from mtl_reco.sources._common import (
+    InputPath,
     SourceTable,
     add_split,
     check_chunk_rows,
@@ -209,7 +209,7 @@ def read_census_income(
 
 
 def _iter_file(
-    path: Path, split: str | None, schema: RawSchema, chunk_rows: int
+    path: InputPath, split: str | None, schema: RawSchema, chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
     first_line = 1
     empty = True
@@ -236,7 +236,7 @@ def _iter_file(
         yield _convert(blank, split, schema, path)
 
 
-def _check_complete(raw: pd.DataFrame, path: Path, first_line: int) -> None:
+def _check_complete(raw: pd.DataFrame, path: InputPath, first_line: int) -> None:
     """A short line (or an empty field) shows up as a missing value."""
     missing = raw.isna().to_numpy()
     if missing.any():
@@ -249,7 +249,7 @@ def _check_complete(raw: pd.DataFrame, path: Path, first_line: int) -> None:
         )
 
 
-def _check_income(raw: pd.DataFrame, path: Path, first_line: int) -> None:
+def _check_income(raw: pd.DataFrame, path: InputPath, first_line: int) -> None:
     """An income value that is neither class nor ``?`` is an error, not a guess."""
     income = raw["income"]
     bad = ~income.isin([INCOME_NEGATIVE, INCOME_POSITIVE, MISSING]).to_numpy()
@@ -269,7 +269,7 @@ def _label(values: pd.Series, positive: pd.Series, known: pd.Series) -> pd.Serie
 
 
 def _convert(
-    raw: pd.DataFrame, split: str | None, schema: RawSchema, path: Path
+    raw: pd.DataFrame, split: str | None, schema: RawSchema, path: InputPath
 ) -> pd.DataFrame:
     where = str(path)
     income = raw["income"]

@@ -383,7 +383,7 @@ class FusedExtractionLevel(ExtractionLevel):
             "gate_columns", torch.tensor(columns, dtype=torch.int64), persistent=False
         )
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         task_inputs: Sequence[torch.Tensor],
         shared_input: torch.Tensor,

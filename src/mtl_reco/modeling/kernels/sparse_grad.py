@@ -342,4 +342,4 @@ def clip_grad_norm_(params: Iterable[nn.Parameter], max_norm: float) -> torch.Te
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for tensor in tensors:
         tensor.mul_(coef)
-    return total
+    return cast(torch.Tensor, total)

@@ -1,16 +1,15 @@
-"""Kedro datasets for trained models: a PyTorch state_dict and an ONNX file.
+"""Kedro dataset for a trained model's PyTorch ``state_dict``.
 
 Models are persisted as ``state_dict`` (tensors only, loaded with
 ``weights_only=True``) next to a JSON spec that rebuilds the module through
 the model registry; modules are never pickled. kedro-datasets has no
 tensors-only PyTorch dataset (``pickle.PickleDataset`` would unpickle
-arbitrary objects) and no raw-bytes one, hence these two.
+arbitrary objects), hence this one.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import torch
 from kedro.io.core import DatasetError
@@ -62,39 +61,3 @@ class TorchStateDictDataset(FsspecFileDataset):
             for name, v in state.items()
         }
         return JSONPreview(json.dumps(shapes))
-
-
-class OnnxModelDataset(FsspecFileDataset):
-    """A serialised ONNX model (bytes) in one ``.onnx`` file.
-
-    ``load`` returns the bytes, which ``onnxruntime.InferenceSession`` and
-    :class:`mtl_reco.serving.OnnxPredictor` accept directly.
-    """
-
-    def load(self) -> bytes:
-        """Read the model bytes."""
-        with self._open_load() as file:
-            return bytes(file.read())
-
-    def save(self, data: bytes) -> None:
-        """Write the model bytes (atomically: a temporary file moved into place)."""
-        if not isinstance(data, bytes | bytearray):
-            raise DatasetError(f"expected ONNX model bytes, got {type(data).__name__}")
-        payload = bytes(data)
-        self._write(lambda file: file.write(payload))
-
-    def preview(self) -> JSONPreview:
-        """Size, graph inputs/outputs and metadata of the model (no weights)."""
-        import onnx
-
-        model = onnx.load_model_from_string(self.load())
-        summary: dict[str, Any] = {
-            "bytes": model.ByteSize(),
-            "inputs": [i.name for i in model.graph.input],
-            "outputs": [o.name for o in model.graph.output],
-            "opset": [
-                f"{o.domain or 'ai.onnx'}:{o.version}" for o in model.opset_import
-            ],
-            "metadata": {p.key: p.value for p in model.metadata_props},
-        }
-        return JSONPreview(json.dumps(summary))
