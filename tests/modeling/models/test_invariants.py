@@ -215,9 +215,21 @@ def test_mmoe_expert_layout_changes_speed_not_results(layout, tiny_schema):
 
 def test_aitm_auxiliary_loss_is_nonnegative(tiny_schema):
     model = make_small_model("aitm", tiny_schema)
-    sparse, dense = random_inputs(tiny_schema, 64)
-    aux = model.auxiliary_loss(model(sparse, dense))
-    assert aux is not None and aux.shape == () and float(aux.detach()) >= 0
+    # the funnel is respected on most rows, violated on some: the mean gap
+    # p_ctcvr - p_ctr is negative, so only max(gap, 0) keeps the loss >= 0
+    gen = torch.Generator().manual_seed(0)
+    ctr = 2 * torch.randn(64, generator=gen)
+    outputs = {"ctr": ctr, "ctcvr": ctr - 1.0 + torch.randn(64, generator=gen)}
+    gap = torch.sigmoid(outputs["ctcvr"]) - torch.sigmoid(ctr)
+    assert float(gap.mean()) < 0 < float(gap.max())
+    aux = model.auxiliary_loss(outputs)
+    assert aux is not None and aux.shape == ()
+    assert float(aux) > 0  # the violating rows are penalised
+    expected = model.config.calibrator_alpha * gap.clamp_min(0).mean()
+    assert float(aux) == pytest.approx(float(expected), rel=1e-6)
+    # every row violating in reverse (p_ctcvr < p_ctr everywhere): exactly zero
+    reverse = model.auxiliary_loss({"ctr": ctr, "ctcvr": ctr - 0.5})
+    assert float(reverse) == 0.0
 
 
 def test_aitm_auxiliary_loss_zero_when_funnel_respected(tiny_schema):
