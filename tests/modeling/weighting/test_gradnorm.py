@@ -161,7 +161,17 @@ def test_after_step_keeps_weights_positive_and_sums_to_task_count() -> None:
 
 def test_works_for_a_batch_of_one_row() -> None:
     model, strategy = _setup((1.0, 2.0))
+    with torch.no_grad():
+        strategy.weights.copy_(torch.tensor([0.6, 1.4]))
     sparse, dense, labels = random_batch(model.schema, 1)
-    weights = strategy.backward(bce_losses(model, sparse, dense, labels))
-    assert all(w > 0 for w in weights.values())
+    losses = bce_losses(model, sparse, dense, labels)
+    # first step: L(0) = L(t), so r_i = 1 and every target is mean(G)
+    initial = torch.stack([losses[n].detach() for n in model.task_names])
+    expected = _reference_weight_grad(
+        model, torch.tensor([0.6, 1.4]), losses, initial, 1.5
+    )
+    weights = strategy.backward(losses)
+    assert weights == pytest.approx({"t0": 0.6, "t1": 1.4})
     assert torch.isfinite(strategy.weights.grad).all()
+    torch.testing.assert_close(strategy.weights.grad, expected, rtol=1e-5, atol=1e-7)
+    assert bool((expected != 0).all())
