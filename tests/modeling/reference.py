@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch.nn import functional as F
 
-from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.schema import FeatureSchema
 
 Params = Mapping[str, torch.Tensor]
 

@@ -7,7 +7,7 @@ import torch
 
 from mtl_reco.modeling.export import check_parity, export_onnx
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,

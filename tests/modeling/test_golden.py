@@ -22,7 +22,7 @@ import torch
 
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import (
+from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
     Funnel,
