@@ -13,23 +13,33 @@ Reusable by every modeling test (models, weighting, trainer, metrics, export):
 * ``make_batch``: a function ``(n_rows, seed=0) -> (sparse, dense)`` of random
   valid inputs for ``tiny_schema``.
 * ``small_model_configs``: per registered model, hyperparameters small enough
-  for fast tests (``SMALL_MODEL_CONFIGS``).
+  for fast tests (:func:`shrunk_config`).
 * ``build_small_model``: ``(name, schema, tasks=None, seed=0, **overrides) ->
   model`` built with those small hyperparameters under a fixed seed.
+
+Nothing here names a model: :func:`shrunk_config` derives the test sizes of
+any registered model from its config class, so a model added to the registry
+is tested by every registry-parametrised suite without an entry here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from mtl_reco.modeling.config import ModelConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.models.registry import build_model
+from mtl_reco.modeling.models.registry import (
+    available_models,
+    build_model,
+    get_model_class,
+)
 from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
@@ -41,21 +51,49 @@ from mtl_reco.schema import (
 SPARSE = (("user", 60), ("item", 40), ("cat", 12))
 DENSE = ("d0", "d1", "d2")
 EXTRAS = ("true_pctr", "true_pcvr", "true_pctcvr")
-#: Small hyperparameters per model (fast on CPU, still able to learn).
-SMALL_MODEL_CONFIGS: dict[str, dict[str, object]] = {
-    "shared_bottom": {"bottom_dims": [32, 16], "tower_dims": [8]},
-    "mmoe": {"n_experts": 4, "expert_dims": [32, 16], "tower_dims": [8]},
-    "ple": {
-        "n_levels": 2,
-        "n_specific_experts": 2,
-        "n_shared_experts": 2,
-        "expert_dims": [32, 16],
-        "tower_dims": [8],
-    },
-    "esmm": {"ctr_dims": [32, 16], "cvr_dims": [32, 16]},
-    "aitm": {"tower_dims": [32, 16], "head_dims": [8]},
-}
 PLANTED_ROWS = {"train": 14_000, "valid": 3_000, "test": 3_000}
+
+
+def shrunk_config(
+    name: str, size: Literal["small", "tiny"] = "small"
+) -> dict[str, object]:
+    """Test-sized hyperparameters of the registered model ``name``.
+
+    Derived from the defaults of the model's config class (the fields it adds
+    to :class:`~mtl_reco.modeling.config.ModelConfig`), so any registered
+    model gets test sizes without an entry in the test suite:
+
+    * a list of ints is a list of layer widths: ``small`` keeps every layer
+      at an eighth of its width (``[256, 128] -> [32, 16]``, ``[64] -> [8]``),
+      ``tiny`` keeps only the first layer at a 32nd (``-> [8]``, ``[64] ->
+      [4]``); widths never go below 4 and an empty list stays empty;
+    * an int field named ``n_*`` is a count (experts, levels): at most 4
+      (``small``) or 2 (``tiny``);
+    * every other field keeps its default.
+
+    ``small`` models still learn the planted signal; ``tiny`` ones are for
+    the model x strategy matrix, which only checks that training runs.
+    """
+    config_cls = get_model_class(name).config_cls
+    out: dict[str, object] = {}
+    for field, info in config_cls.model_fields.items():
+        if field in ModelConfig.model_fields:
+            continue
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, list) and all(
+            isinstance(w, int) and not isinstance(w, bool) for w in default
+        ):
+            if size == "small":
+                out[field] = [max(w // 8, 4) for w in default]
+            else:
+                out[field] = [max(w // 32, 4) for w in default[:1]]
+        elif (
+            field.startswith("n_")
+            and isinstance(default, int)
+            and not isinstance(default, bool)
+        ):
+            out[field] = min(default, 4 if size == "small" else 2)
+    return out
 
 
 def build_tiny_schema(embedding_dim: int = 8) -> FeatureSchema:
@@ -195,7 +233,7 @@ def make_batch(
 
 @pytest.fixture(scope="session")
 def small_model_configs() -> dict[str, dict[str, object]]:
-    return {name: dict(cfg) for name, cfg in SMALL_MODEL_CONFIGS.items()}
+    return {name: shrunk_config(name) for name in available_models()}
 
 
 def make_small_model(
@@ -205,9 +243,9 @@ def make_small_model(
     seed: int = 0,
     **overrides: object,
 ) -> MultiTaskModel:
-    """Build ``name`` with ``SMALL_MODEL_CONFIGS`` (+ overrides) under ``seed``."""
+    """Build ``name`` with :func:`shrunk_config` (+ overrides) under ``seed``."""
     torch.manual_seed(seed)
-    return build_model(name, schema, tasks, {**SMALL_MODEL_CONFIGS[name], **overrides})
+    return build_model(name, schema, tasks, {**shrunk_config(name), **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -34,15 +34,17 @@ MODELS = available_models()
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_schema):
-    """Every model exported once (in training mode, with dropout)."""
+    """Every model exported once, when first asked for (training mode, dropout)."""
     folder = tmp_path_factory.mktemp("onnx")
-    out = {}
-    for name in MODELS:
-        model = make_small_model(name, tiny_schema, dropout=0.2).train()
-        path = folder / name / f"{name}.onnx"
-        description = export_onnx(model, path)
-        out[name] = (model, path, description)
-    return out
+
+    class Exports(dict):
+        def __missing__(self, name):
+            model = make_small_model(name, tiny_schema, dropout=0.2).train()
+            path = folder / name / f"{name}.onnx"
+            self[name] = (model, path, export_onnx(model, path))
+            return self[name]
+
+    return Exports()
 
 
 @pytest.mark.parametrize("name", MODELS)

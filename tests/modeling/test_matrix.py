@@ -1,8 +1,11 @@
 """Every model x every weighting strategy trains (the matrix peers skip).
 
-Tiny dimensions, two epochs of a few batches each; the last batch of every
-epoch has ONE row (a BatchNorm-in-gates crash case). Losses must stay finite,
-task weights finite and positive, and the parameters must move.
+Both axes come from the registries (a registered model or strategy joins the
+matrix by itself); every model that declares ``supports_regression`` also
+trains with a regression task. Tiny dimensions (:func:`shrunk_config`), two
+epochs of a few batches each; the last batch of every epoch has ONE row (a
+BatchNorm-in-gates crash case). Losses must stay finite, task weights finite
+and positive, and the parameters must move.
 """
 
 from __future__ import annotations
@@ -15,28 +18,20 @@ import torch
 
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
-from mtl_reco.modeling.models.registry import available_models
+from mtl_reco.modeling.models.registry import available_models, get_model_class
 from mtl_reco.modeling.trainer import train
 from mtl_reco.modeling.weighting.registry import available_strategies, build_strategy
 
-from .conftest import build_regression_schema, build_tiny_schema, make_small_model
+from .conftest import (
+    build_regression_schema,
+    build_tiny_schema,
+    make_small_model,
+    shrunk_config,
+)
 
 ROWS = 3 * 32 + 1  # three full batches and one batch of a single row
-TINY = {
-    "shared_bottom": {"bottom_dims": [8], "tower_dims": [4]},
-    "mmoe": {"n_experts": 3, "expert_dims": [8], "tower_dims": [4]},
-    "ple": {
-        "n_levels": 3,
-        "n_specific_experts": 1,
-        "n_shared_experts": 2,
-        "expert_dims": [8],
-        "tower_dims": [4],
-    },
-    "esmm": {"ctr_dims": [8], "cvr_dims": [8]},
-    "aitm": {"tower_dims": [8], "head_dims": [4]},
-}
 REGRESSION_MODELS = [
-    name for name in available_models() if name not in ("esmm", "aitm")
+    name for name in available_models() if get_model_class(name).supports_regression
 ]
 
 
@@ -71,7 +66,7 @@ def _check(
         if schema_kind == "classification"
         else build_regression_schema(4)
     )
-    model = make_small_model(model_name, schema, **TINY[model_name])
+    model = make_small_model(model_name, schema, **shrunk_config(model_name, "tiny"))
     before = [p.detach().clone() for p in model.parameters()]
     strategy = build_strategy(strategy_name, model.task_names)
     cfg = TrainerConfig(

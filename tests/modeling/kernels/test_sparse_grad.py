@@ -22,11 +22,11 @@ from mtl_reco.modeling.kernels.sparse_grad import (
 from mtl_reco.modeling.layers import FeatureEmbedding
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.trainer import Trainer, train
-from mtl_reco.modeling.weighting.registry import build_strategy
+from mtl_reco.modeling.weighting.registry import available_strategies, build_strategy
 
 from ..conftest import build_tiny_schema, make_small_model, random_inputs
 
-STRATEGIES = ("fixed", "uwl", "gradnorm", "metabalance", "dwa", "pcgrad")
+STRATEGIES = available_strategies()
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,10 @@
-"""Contract tests over the model registry: every architecture, same promises."""
+"""Contract tests over the model registry: every architecture, same promises.
+
+Parametrised over :func:`available_models`; which models take three tasks or
+a regression task follows from their class attributes (``requires_funnel``,
+``supports_regression``), so a registered model is checked without an entry
+here.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl_reco.modeling.models.base import ModelContractError, MultiTaskModel
-from mtl_reco.modeling.models.registry import available_models, model_from_spec
+from mtl_reco.modeling.models.registry import (
+    available_models,
+    get_model_class,
+    model_from_spec,
+)
 from mtl_reco.schema import FeatureSchema, TaskSpec
 
 from ..conftest import make_small_model, random_inputs
 
 MODELS = available_models()
+# A funnel model predicts exactly the click and conversion tasks of the funnel.
+ANY_TASKS = [m for m in MODELS if not get_model_class(m).requires_funnel]
+REGRESSION = [m for m in MODELS if get_model_class(m).supports_regression]
+CLASSIFICATION_ONLY = [m for m in MODELS if m not in REGRESSION]
 
 
 def _labels(
@@ -42,8 +56,13 @@ def _total_loss(model, outputs, labels) -> torch.Tensor:
     return total + aux if aux is not None else total
 
 
-def test_registry_lists_the_five_models():
-    assert MODELS == ["aitm", "esmm", "mmoe", "ple", "shared_bottom"]
+@pytest.mark.parametrize("name", MODELS)
+def test_registry_name_class_and_config(name):
+    cls = get_model_class(name)
+    assert issubclass(cls, MultiTaskModel) and cls.name == name
+    assert cls.config_cls().to_dict() == cls.config_cls.from_dict({}).to_dict()
+    assert isinstance(cls.supports_regression, bool)
+    assert isinstance(cls.requires_funnel, bool)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -227,7 +246,7 @@ def _three_task_schema(base: FeatureSchema) -> FeatureSchema:
     )
 
 
-@pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple", "aitm"])
+@pytest.mark.parametrize("name", ANY_TASKS)
 def test_three_tasks(name, tiny_schema):
     schema = _three_task_schema(tiny_schema)
     model = make_small_model(name, schema)
@@ -244,7 +263,7 @@ def test_three_tasks(name, tiny_schema):
         )
 
 
-@pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple"])
+@pytest.mark.parametrize("name", REGRESSION)
 def test_regression_task_outputs_raw_values(name, regression_schema):
     model = make_small_model(name, regression_schema).eval()
     assert model.task_types == {"ctr": "classification", "value": "regression"}
@@ -256,7 +275,7 @@ def test_regression_task_outputs_raw_values(name, regression_schema):
     torch.testing.assert_close(preds["ctr"], torch.sigmoid(raw["ctr"]))
 
 
-@pytest.mark.parametrize("name", ["esmm", "aitm"])
-def test_regression_rejected_by_funnel_models(name, regression_schema):
+@pytest.mark.parametrize("name", CLASSIFICATION_ONLY)
+def test_regression_rejected_by_classification_only_models(name, regression_schema):
     with pytest.raises(ModelContractError, match=r"classification tasks only.*value"):
         make_small_model(name, regression_schema)

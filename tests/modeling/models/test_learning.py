@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.models.base import MultiTaskModel
-from mtl_reco.modeling.models.registry import available_models
+from mtl_reco.modeling.models.registry import available_models, get_model_class
 
 from ..conftest import make_small_model
 
@@ -89,7 +89,10 @@ def test_esmm_latent_cvr_ranks_clicked_rows(tiny_schema, planted_tables):
     assert auc > 0.65 and auc > oracle - 0.08, (auc, oracle)
 
 
-@pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple"])
+@pytest.mark.parametrize(
+    "name",
+    [m for m in available_models() if get_model_class(m).supports_regression],
+)
 def test_regression_task_learns(name, regression_schema, regression_tables):
     model = make_small_model(name, regression_schema, seed=2)
     fit(model, regression_tables["train"], epochs=3)
