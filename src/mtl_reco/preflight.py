@@ -5,7 +5,9 @@ on something knowable at the start. :func:`check_run` (called by
 :class:`mtl_reco.guard.RunGuardHook` before the run takes its lock) checks:
 
 * every top-level parameter block is one the project reads (a misspelt
-  ``--params traine.epochs=3`` is an error with a suggestion, not ignored);
+  ``--params traine.epochs=3`` is an error with a suggestion, not ignored;
+  a block with ``model`` but no ``weighting``, or the reverse, is a half
+  experiment and says so);
 * the ``dataset`` names a registered source, its options are valid and its
   input files exist (reading the source's schema, not its rows);
 * the training device is available (``trainer.device=cuda`` on a machine
@@ -36,7 +38,7 @@ from typing import Any
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 
-from mtl_reco.experiment import trained_experiments
+from mtl_reco.experiment import EXPERIMENT_KEYS, trained_experiments
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +249,17 @@ def _check_blocks(
                 if name.startswith("params:"):
                     known.add(name[len("params:") :].split(".")[0])
     unknown = sorted(k for k in params if k not in known)
+    for name in unknown:
+        block = params[name]
+        if not isinstance(block, Mapping):
+            continue
+        has = [k for k in EXPERIMENT_KEYS if k in block]
+        if len(has) == 1:
+            lacking = next(k for k in EXPERIMENT_KEYS if k not in has)
+            raise PreflightError(
+                f"parameter block '{name}' has '{has[0]}' but no '{lacking}': an "
+                "experiment block needs both model and weighting"
+            )
     if unknown:
         parts = [f"'{k}'{_did_you_mean(k, sorted(known))}" for k in unknown]
         raise PreflightError(
@@ -398,3 +411,8 @@ def remember_parameters(params: Mapping[str, Any]) -> bool:
 def active_parameters() -> dict[str, Any] | None:
     """The raw parameters of the current session (``None`` outside one)."""
     return _ACTIVE.get("params")
+
+
+def forget_parameters() -> None:
+    """Forget the recorded parameters (as if no session had been created)."""
+    _ACTIVE.pop("params", None)

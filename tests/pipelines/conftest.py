@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATA_LAYERS = (
@@ -16,6 +19,39 @@ DATA_LAYERS = (
     "07_model_output",
     "08_reporting",
 )
+
+
+def project_params(env: str = "base", project: Path = PROJECT_ROOT) -> dict:
+    """A project's parameters in ``env`` as Kedro loads them (``base``: base only)."""
+    from kedro.config import OmegaConfigLoader
+
+    from mtl_reco import settings
+
+    loader = OmegaConfigLoader(
+        conf_source=str(project / "conf"), env=env, **settings.CONFIG_LOADER_ARGS
+    )
+    return dict(loader["parameters"])
+
+
+def project_experiments(env: str = "base", project: Path = PROJECT_ROOT) -> list[str]:
+    """The experiments of a project's parameters in ``env``.
+
+    The parameters are the one list of experiments: every top-level block
+    with ``model`` and ``weighting``.
+    """
+    from mtl_reco.experiment import experiment_names
+
+    return experiment_names(project_params(env, project))
+
+
+@pytest.fixture(autouse=True)
+def _session_parameters_forgotten():
+    """A session records its parameters process-wide (they pick the experiments
+    the registry builds); forget them after each test, so a later test that
+    builds the pipelines without a session reads the project's own."""
+    yield
+    if "mtl_reco.preflight" in sys.modules:
+        sys.modules["mtl_reco.preflight"].forget_parameters()
 
 
 def copy_project(target: Path, with_src: bool = False) -> Path:

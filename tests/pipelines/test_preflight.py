@@ -11,14 +11,14 @@ import logging
 import pytest
 
 from mtl_reco import preflight
-from mtl_reco.experiment import EXPERIMENTS
 from mtl_reco.preflight import DatasetTasks, PreflightError
 from mtl_reco.runs import FileLock, LockHeldError
 
-from .conftest import copy_project
+from .conftest import copy_project, project_params
 from .data_processing.conftest import isolated_mlflow, run_session
 
 __all__ = ["isolated_mlflow"]  # a fixture
+
 
 CENSUS = DatasetTasks("census_income", ("income", "marital"), None, "configuration")
 FUNNEL = DatasetTasks("simulated", ("ctr", "ctcvr"), ("ctr", "ctcvr"), "configuration")
@@ -77,11 +77,19 @@ def test_default_leaves_out_what_cannot_train_on_the_data():
     from kedro.framework.project import configure_project
 
     import mtl_reco.pipeline_registry as registry
+    from mtl_reco.experiment import experiment_names
+    from mtl_reco.modeling.models.registry import get_model_class
 
     configure_project("mtl_reco")
-    params = {
-        e: block(e if e != "shared_bottom" else "shared_bottom") for e in EXPERIMENTS
+    base = project_params()
+    params = {e: base[e] for e in experiment_names(base)}
+    EXPERIMENTS = set(params)
+    funnel_only = {
+        e
+        for e, b in params.items()
+        if get_model_class(b["model"]["name"]).requires_funnel
     }
+    assert "esmm" in funnel_only
     try:
         preflight.remember_parameters({**params, "dataset": "simulated"})
         default = registry.register_pipelines()["__default__"]
@@ -101,13 +109,13 @@ def test_default_leaves_out_what_cannot_train_on_the_data():
         finally:
             target.removeHandler(handler)
         namespaces = {n.namespace for n in pipes["__default__"].nodes if n.namespace}
-        assert namespaces == (set(EXPERIMENTS) - {"esmm"}) | {"data_processing"}
+        assert namespaces == (set(EXPERIMENTS) - funnel_only) | {"data_processing"}
         warned = [r.getMessage() for r in seen if r.levelno == logging.WARNING]
-        assert len(warned) == 1
-        assert warned[0].startswith("__default__ leaves out experiment 'esmm'")
+        assert len(warned) == len(funnel_only)
+        assert "__default__ leaves out experiment 'esmm'" in " ".join(warned)
         assert "train_esmm" in pipes  # still there, to fail with the reason
     finally:
-        preflight.remember_parameters({})
+        preflight.forget_parameters()
 
 
 @pytest.fixture

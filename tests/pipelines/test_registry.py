@@ -1,20 +1,30 @@
-"""Structure of the registered pipelines (no data, no run)."""
+"""Structure of the registered pipelines (no data, no run).
+
+The experiments are the parameter blocks with ``model`` and ``weighting``;
+outside a session the registry reads them from the project's configuration.
+"""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 from kedro.framework.project import configure_project
 
-from mtl_reco.experiment import EXPERIMENTS
+from mtl_reco import preflight
+from mtl_reco.experiment import experiment_names, project_parameters
 from mtl_reco.experiment import pipeline as template
 from mtl_reco.pipeline_registry import register_pipelines
 
+from .conftest import PROJECT_ROOT
+
 SHARED = {"encoded_train", "encoded_valid", "encoded_test", "feature_schema"}
+EXPERIMENTS = experiment_names(project_parameters(PROJECT_ROOT))
 
 
 @pytest.fixture(scope="module")
 def pipelines():
     configure_project("mtl_reco")
+    preflight.forget_parameters()  # no session: the project's configuration
     return register_pipelines()
 
 
@@ -22,7 +32,22 @@ def test_registered_names(pipelines):
     expected = {"__default__", "data_processing", "compare", "score", "prune"}
     expected |= {f"train_{exp}" for exp in EXPERIMENTS}
     assert set(pipelines) == expected
-    assert set(EXPERIMENTS) == {"shared_bottom", "esmm", "mmoe", "ple", "aitm"}
+
+
+def test_every_experiment_block_of_the_base_parameters_is_an_experiment(pipelines):
+    """Read with plain YAML: every block with model + weighting, nothing else."""
+    blocks = {}
+    for path in sorted((PROJECT_ROOT / "conf" / "base").glob("parameters*.yml")):
+        blocks.update(yaml.safe_load(path.read_text()) or {})
+    experiments = [
+        name
+        for name, block in blocks.items()
+        if isinstance(block, dict) and {"model", "weighting"} <= set(block)
+    ]
+    assert experiments, "conf/base defines the default experiments"
+    assert set(experiments) <= set(EXPERIMENTS)
+    for name in ("trainer", "evaluation", "export", "score", "sources", "runs"):
+        assert f"train_{name}" not in pipelines
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS)
@@ -73,15 +98,40 @@ def test_default_runs_everything_and_compare_reads_every_experiment(pipelines):
     assert compare.name in {n.name for n in default.nodes}
 
 
-def test_adding_an_experiment_is_one_list_entry(monkeypatch):
-    import mtl_reco.pipeline_registry as registry
-
-    monkeypatch.setattr(registry, "EXPERIMENTS", (*EXPERIMENTS, "mmoe_gradnorm"))
+def test_an_experiment_is_one_parameter_block():
+    """A block added to the session's parameters is a pipeline; nothing else changes."""
     configure_project("mtl_reco")
-    pipes = registry.register_pipelines()
+    params = project_parameters(PROJECT_ROOT)
+    params["mmoe_gradnorm"] = {
+        "model": {"name": "mmoe", "params": {"n_experts": 2}},
+        "weighting": {"name": "gradnorm"},
+    }
+    try:
+        preflight.remember_parameters(params)
+        pipes = register_pipelines()
+    finally:
+        preflight.forget_parameters()
     assert "train_mmoe_gradnorm" in pipes
     nodes = [
         n for n in pipes["train_mmoe_gradnorm"].nodes if n.namespace == "mmoe_gradnorm"
     ]
     assert len(nodes) == 3
     assert any("params:mmoe_gradnorm.weighting" in n.inputs for n in nodes)
+    (compare,) = pipes["compare"].nodes
+    assert "mmoe_gradnorm.test_metrics" in compare.inputs
+    default = {n.namespace for n in pipes["__default__"].nodes if n.namespace}
+    assert "mmoe_gradnorm" in default
+    # without the block the pipelines are the project's again
+    assert "train_mmoe_gradnorm" not in register_pipelines()
+
+
+def test_a_half_experiment_block_is_reported():
+    configure_project("mtl_reco")
+    params = {**project_parameters(PROJECT_ROOT), "mmoe_x": {"model": {"name": "mmoe"}}}
+    pipes = register_pipelines()
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight.check_run(params, pipes["compare"], None, pipes)
+    assert str(err.value) == (
+        "parameter block 'mmoe_x' has 'model' but no 'weighting': an experiment "
+        "block needs both model and weighting"
+    )

@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl_reco.experiment import EXPERIMENTS
+from mtl_reco.experiment import experiment_names
 
-from .conftest import copy_project
+from .conftest import copy_project, project_params
 
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 pytestmark = pytest.mark.slow
+TEST_PARAMS = project_params("test")
+EXPERIMENTS = experiment_names(TEST_PARAMS)
 
 
 def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -127,7 +129,7 @@ def test_train_pipeline_produces_metrics_plots_onnx_and_an_mlflow_run(tmp_path, 
     metrics = json.loads(
         latest(project, f"data/08_reporting/{exp}/test_metrics.json").read_text()
     )
-    assert metrics["model"] == ("shared_bottom" if exp == "shared_bottom" else exp)
+    assert metrics["model"] == TEST_PARAMS[exp]["model"]["name"]
     for split in ("valid", "test"):
         tasks = metrics[split]["tasks"]
         assert set(tasks) == {"ctr", "ctcvr"}
@@ -171,6 +173,57 @@ def test_train_pipeline_produces_metrics_plots_onnx_and_an_mlflow_run(tmp_path, 
     assert version.source.startswith("models:/m-")  # a logged model, not a file
     model = client.get_logged_model(version.source.removeprefix("models:/"))
     assert model.source_run_id == run.info.run_id and model.name == "model"
+
+
+def test_an_experiment_added_in_yaml_only_trains(tmp_path):
+    """One block, in conf/base or in the run's environment, is a whole experiment."""
+    project = copy_project(tmp_path / "project")
+    base = project / "conf" / "base" / "parameters_training.yml"
+    base.write_text(
+        base.read_text()
+        + "\nmmoe_dwa:\n"
+        + "  model: {name: mmoe, params: {n_experts: 3, expert_dims: [16]}}\n"
+        + "  weighting: {name: dwa}\n"
+    )
+    (project / "conf" / "test" / "parameters_more.yml").write_text(
+        "ple_pcgrad:\n"
+        "  model: {name: ple, params: {n_levels: 1, expert_dims: [16]}}\n"
+        "  weighting: {name: pcgrad}\n"
+    )
+    kedro(
+        project,
+        "run",
+        "--pipelines=train_mmoe_dwa,train_ple_pcgrad",
+        "--env",
+        "test",
+        "--params",
+        "mmoe_dwa.model.params.n_experts=2",
+    )
+    for exp, model, weighting in (
+        ("mmoe_dwa", "mmoe", "dwa"),
+        ("ple_pcgrad", "ple", "pcgrad"),
+    ):
+        spec = json.loads(
+            latest(project, f"data/06_models/{exp}/model_spec.json").read_text()
+        )
+        assert spec["model"] == model and spec["weighting"]["name"] == weighting
+        metrics = json.loads(
+            latest(project, f"data/08_reporting/{exp}/test_metrics.json").read_text()
+        )
+        assert metrics["model"] == model and metrics["weighting"] == weighting
+        assert latest(project, f"data/06_models/{exp}/model.onnx").is_file()
+    assert spec["config"]["n_levels"] == 1
+    dwa = json.loads(
+        latest(project, "data/06_models/mmoe_dwa/model_spec.json").read_text()
+    )
+    assert dwa["config"]["n_experts"] == 2  # --params applies to a YAML-only block
+    # without a session (kedro registry list): base + local, not test
+    (project / "conf" / "local" / "parameters_mine.yml").write_text(
+        "aitm_uwl:\n  model: {name: aitm}\n  weighting: {name: uwl}\n"
+    )
+    listed = kedro(project, "registry", "list").stdout
+    assert "train_aitm_uwl" in listed and "train_mmoe_dwa" in listed
+    assert "train_ple_pcgrad" not in listed
 
 
 def test_score_reproduces_test_predictions_compare_and_notebook(tmp_path):

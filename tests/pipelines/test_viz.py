@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mtl_reco.experiment import EXPERIMENTS
-
-from .conftest import copy_project
+from .conftest import copy_project, project_experiments
 
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 pytestmark = pytest.mark.slow  # about 10 s: one kedro-viz build
+EXPERIMENTS = project_experiments()
 
 LAYERS = [
     "raw",

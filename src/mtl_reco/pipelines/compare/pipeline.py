@@ -6,12 +6,12 @@ import warnings
 
 from kedro.pipeline import Node, Pipeline
 
-from mtl_reco.experiment import EXPERIMENTS
+from mtl_reco.experiment import configured_experiments
 from mtl_reco.pipelines.compare.nodes import compare_experiments
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """One node over the test metrics of every experiment in the list.
+    """One node over the test metrics of every experiment of the parameters.
 
     Its inputs are the namespaced ``<experiment>.test_metrics`` artefacts, so
     in ``__default__`` it runs after every experiment's evaluation, and the
@@ -24,7 +24,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             compare_experiments,
             inputs={
                 "dataset": "params:dataset",
-                **{exp: f"{exp}.test_metrics" for exp in EXPERIMENTS},
+                **{exp: f"{exp}.test_metrics" for exp in configured_experiments()},
             },
             outputs=["model_comparison", "model_comparison_chart"],
             name="compare_experiments",
