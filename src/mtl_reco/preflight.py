@@ -313,11 +313,21 @@ def _check_inputs(
     load_versions: Mapping[str, str],
 ) -> None:
     """Every dataset the run reads but does not write must already exist."""
+    from mtl_reco.sources.registry import file_sources
+
     missing = []
     for name in sorted(pipeline.inputs()):
         if name.startswith("params:") or name == "parameters":
             continue
         dataset = catalog.get(name)
+        source = name.removesuffix("_files")
+        if dataset is None and name.endswith("_files") and source in file_sources():
+            raise PreflightError(
+                f"source '{source}' reads files but the catalog has no entry "
+                f"'{name}': declare it in conf/base/catalog.yml (type "
+                "mtl_reco.datasets.SourceFilesDataset, files: its path or "
+                "train/valid/test files)"
+            )
         if dataset is None or isinstance(dataset, MemoryDataset):
             continue
         if getattr(dataset, "missing_ok", False):

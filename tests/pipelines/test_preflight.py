@@ -246,3 +246,40 @@ def test_an_unreachable_tracking_store_does_not_stop_or_block_the_run(
     assert (project / "data/05_model_input/encoded_train.parquet").is_file()
     assert not any((project / "data/.staging").iterdir())
     assert FileLock(project / "data" / ".run.lock").acquire() is None  # released
+
+
+def test_a_file_source_without_its_catalog_entry_fails_before_any_node(
+    tmp_path, monkeypatch
+):
+    """A format description without the catalog entry naming its files."""
+    from kedro.io import DataCatalog
+
+    from mtl_reco.pipelines.data_processing.ingestion.pipeline import create_pipeline
+    from mtl_reco.sources import registry
+
+    monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))
+    path = tmp_path / "toy_share.yml"
+    path.write_text("labels: [click]\nsparse: [a]\n")
+    registry.register_format(path)
+    ingestion = create_pipeline()
+    assert "toy_share_files" in ingestion.inputs()
+    catalog = DataCatalog.from_config(
+        {
+            f"{s}_files": {
+                "type": "mtl_reco.datasets.SourceFilesDataset",
+                "files": None,
+            }
+            for s in registry.file_sources()
+            if s != "toy_share"
+        }
+    )
+    with pytest.raises(PreflightError) as err:
+        preflight.check_run(
+            {"dataset": "simulated"}, ingestion, catalog, {"ingestion": ingestion}
+        )
+    assert str(err.value) == (
+        "source 'toy_share' reads files but the catalog has no entry "
+        "'toy_share_files': declare it in conf/base/catalog.yml (type "
+        "mtl_reco.datasets.SourceFilesDataset, files: its path or train/valid/test "
+        "files)"
+    )

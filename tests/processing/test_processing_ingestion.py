@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from mtl_reco.processing.ingestion import open_source
-from mtl_reco.sources import ali_ccp
-from mtl_reco.sources.ali_ccp import AliCcpOptions
 from mtl_reco.sources.census_income import CensusIncomeOptions
+from mtl_reco.sources.registry import options_class, processed_format
 from mtl_reco.sources.simulated import SimulatedOptions
 
-HEADER = ",".join(("click", "purchase", *ali_ccp.SPARSE, *ali_ccp.DENSE))
+ALI_CCP = processed_format("ali_ccp")
+AliCcpOptions = options_class("ali_ccp")
+HEADER = ",".join(("click", "purchase", *ALI_CCP.sparse, *ALI_CCP.dense))
 ROW = ",".join(["1", "0"] + ["3"] * 23 + ["0.5"] * 8)
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl_reco.sources import ali_ccp, ali_ccp_raw
+from mtl_reco.sources import ali_ccp_raw
 from mtl_reco.sources.base import SourceError
-from mtl_reco.sources.registry import read_source
+from mtl_reco.sources.registry import processed_format, read_source
 from mtl_reco.tables import concat_chunks
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ali_ccp_raw"
@@ -55,12 +55,13 @@ def test_fixture_files_match_their_generator(tmp_path: Path) -> None:
 
 
 def test_same_columns_as_processed_ali_ccp(parsed: pd.DataFrame) -> None:
+    ali_ccp = processed_format("ali_ccp")
     schema, _ = read_source("ali_ccp_raw", {"directory": str(FIXTURE)})
-    assert schema.sparse == ali_ccp.SPARSE and schema.dense == ali_ccp.DENSE
+    assert schema.sparse == ali_ccp.sparse and schema.dense == ali_ccp.dense
     assert schema.labels == ("click", "purchase")
     assert schema.funnel == ("click", "purchase")
     assert schema.split_column == "split"
-    assert list(parsed.columns) == [*ali_ccp.FORMAT.schema(True).columns]
+    assert list(parsed.columns) == [*ali_ccp.schema(True).columns]
     assert len(parsed) == 14
     assert parsed["click"].dtype == np.int8
     assert all(parsed[c].dtype == np.int64 for c in schema.sparse)

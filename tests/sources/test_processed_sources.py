@@ -1,4 +1,8 @@
-"""The processed Ali-CCP and AliExpress CSV readers (real samples + edge cases)."""
+"""The processed Ali-CCP and AliExpress CSV sources (real samples + edge cases).
+
+Both are YAML descriptions (``mtl_reco/sources/formats``) read by the generic
+processed-CSV reader.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl_reco.sources import ali_ccp, aliexpress
 from mtl_reco.sources.base import SourceError
-from mtl_reco.sources.registry import read_source
+from mtl_reco.sources.registry import processed_format, read_source
 from mtl_reco.tables import concat_chunks
 
 ALI_CCP = "ali-ccp/torch-rechub/ali_ccp_{}_sample.csv"
 SCENARIO = "ali-ccp/scenario-wise-rec/ali_ccp_{}_sample.csv"
 ALIEXPRESS = "aliexpress/torch-rechub/aliexpress_{}_sample.csv"
+ali_ccp = processed_format("ali_ccp")  # formats/ali_ccp.yml
+aliexpress = processed_format("aliexpress")  # formats/aliexpress.yml
 
 
 def _ali_ccp_options(root: Path, pattern: str = ALI_CCP) -> dict[str, str]:
@@ -33,7 +38,7 @@ def test_ali_ccp_sample_counts(shared_data: Path) -> None:
     assert list(frame.columns) == schema.columns
     assert len(schema.columns) == 34 and schema.split_column == "split"
     assert len(schema.labels + schema.sparse + schema.dense) == 33
-    assert schema.sparse == ali_ccp.SPARSE and schema.dense == ali_ccp.DENSE
+    assert schema.sparse == ali_ccp.sparse and schema.dense == ali_ccp.dense
     assert schema.funnel == ("click", "purchase")
     assert [(t.name, t.source) for t in schema.default_tasks] == [
         ("ctr", "click"),
@@ -80,8 +85,8 @@ def test_aliexpress_sample_counts(shared_data: Path) -> None:
     assert schema.funnel == ("click", "conversion")
     assert schema.extras == ("search_id",)
     assert "search_id" not in schema.sparse + schema.dense
-    assert schema.sparse == aliexpress.SPARSE and len(schema.sparse) == 16
-    assert schema.dense == aliexpress.DENSE and len(schema.dense) == 63
+    assert schema.sparse == aliexpress.sparse and len(schema.sparse) == 16
+    assert schema.dense == aliexpress.dense and len(schema.dense) == 63
     by_split = frame.groupby("split", sort=False)
     assert by_split.size().to_dict() == {"train": 100, "test": 20}
     assert by_split["click"].sum().to_dict() == {"train": 60, "test": 10}
@@ -96,7 +101,7 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
-HEADER = ",".join(("click", "purchase", *ali_ccp.SPARSE, *ali_ccp.DENSE))
+HEADER = ",".join(("click", "purchase", *ali_ccp.sparse, *ali_ccp.dense))
 
 
 def _row(click: object, purchase: object, dense: object = 0.5) -> str:

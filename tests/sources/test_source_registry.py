@@ -8,18 +8,28 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mtl_reco.sources import ali_ccp
 from mtl_reco.sources.base import SourceError
-from mtl_reco.sources.registry import available_sources, options_class, read_source
+from mtl_reco.sources.formats import builtin_format_files
+from mtl_reco.sources.registry import (
+    available_sources,
+    file_sources,
+    options_class,
+    processed_format,
+    read_source,
+)
 from mtl_reco.sources.simulated import SimulatedOptions
 from mtl_reco.tables import ParquetTable, Table, concat_chunks, write_parquet
 from mtl_reco.typed_config import ConfigError, StrictConfig
 
+CODE_SOURCES = ("simulated", "census_income", "ali_ccp_raw")  # modules of code
+
 
 def test_available_sources() -> None:
-    assert available_sources() == sorted(
-        ["simulated", "census_income", "ali_ccp", "ali_ccp_raw", "aliexpress"]
-    )
+    """Sources with a reader module, plus one per format description."""
+    described = set(builtin_format_files())
+    assert {"ali_ccp", "aliexpress"} <= described
+    assert available_sources() == sorted({*CODE_SOURCES, *described})
+    assert file_sources() == sorted(set(available_sources()) - {"simulated"})
     for name in available_sources():
         cls = options_class(name)
         assert issubclass(cls, StrictConfig)
@@ -49,7 +59,8 @@ def test_options_forms() -> None:
 
 
 def _odd_ali_ccp(tmp_path: Path) -> str:
-    header = ",".join(("click", "purchase", *ali_ccp.SPARSE, *ali_ccp.DENSE))
+    ali_ccp = processed_format("ali_ccp")
+    header = ",".join(("click", "purchase", *ali_ccp.sparse, *ali_ccp.dense))
     rows = [
         ",".join([c, p] + ["4"] * 23 + ["0.25"] * 8)
         for c, p in [("0", "0"), ("1", "1"), ("0", "1"), ("", "0"), ("2", "0")]

@@ -1,10 +1,14 @@
-"""Generic reader for already-processed CSV formats (Ali-CCP, AliExpress).
+"""Processed CSV formats (Ali-CCP, AliExpress, ...): described in YAML, read here.
 
 A processed format is a CSV with a header whose columns are labels, integer
-sparse ids, float dense values and optional integer extras. One file gives
-raw events without a split column; several files (``train``/``valid``/
-``test``) are concatenated in that order with a ``split`` column naming the
-file each row came from.
+sparse ids, float dense values and optional integer extras. It needs no code:
+one YAML description names the columns of each role (see
+:class:`FormatDescription`; the built-in ones are
+``mtl_reco/sources/formats/<name>.yml``), and every such source takes the
+same file options (:class:`ProcessedOptions`). One file gives raw events
+without a split column; several files (``train``/``valid``/``test``) are
+concatenated in that order with a ``split`` column naming the file each row
+came from.
 
 Files are streamed with pyarrow's CSV reader, which is strict about the field
 count: a line with too few or too many fields raises
@@ -25,13 +29,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import yaml
+from pydantic import Field
 
 from mtl_reco.sources._common import (
     InputPath,
@@ -46,6 +54,7 @@ from mtl_reco.sources._common import (
     to_integer,
 )
 from mtl_reco.sources.base import SPLIT_COLUMN, RawSchema, SourceError, TaskDefinition
+from mtl_reco.typed_config import ConfigError, StrictConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +63,27 @@ BLOCK_BYTES = 8 << 20
 _ARROW_TYPES = {"label": pa.string(), "int": pa.int64(), "float": pa.float64()}
 
 
+COLUMN_ROLES = ("labels", "sparse", "dense", "extras")
+"""Keys of a format description that list columns."""
+_RANGE = re.compile(r"^(?P<prefix>.*?)(?P<first>\d+)\.\.(?P<last>\d+)$")
+
+
 @dataclass(frozen=True)
 class ProcessedFormat:
-    """Column roles of a processed CSV format."""
+    """Column roles of a processed CSV format.
+
+    Attributes:
+        source: The source name (the description file's name).
+        labels: Raw label columns.
+        sparse: Integer id columns.
+        dense: Float columns.
+        extras: Integer columns kept with the rows, never features.
+        funnel: ``(click label, conversion label)`` when the labels form a
+            click -> conversion funnel.
+        default_tasks: Tasks engineered when the parameters name none.
+        title: CamelCase name (the options class is ``<title>Options``).
+        description: One line on what the data is.
+    """
 
     source: str
     labels: tuple[str, ...]
@@ -65,6 +92,8 @@ class ProcessedFormat:
     extras: tuple[str, ...] = ()
     funnel: tuple[str, str] | None = None
     default_tasks: tuple[TaskDefinition, ...] = ()
+    title: str = ""
+    description: str = ""
 
     def schema(self, with_split: bool) -> RawSchema:
         """The raw schema (with or without the split column)."""
@@ -86,6 +115,209 @@ class ProcessedFormat:
         if column in self.dense:
             return "float"
         return "int"
+
+
+class TaskDescription(StrictConfig):
+    """A default task of a format: ``{name: ctcvr, source: click * purchase}``.
+
+    Attributes:
+        name: Task name.
+        source: A label column or a pandas expression over label columns.
+        type: ``classification`` or ``regression``.
+    """
+
+    name: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: Literal["classification", "regression"] = "classification"
+
+
+class FormatDescription(StrictConfig):
+    """What a format description file (``formats/<name>.yml``) holds.
+
+    Column lists name columns of the CSV header; an entry ``prefix<a>..<b>``
+    stands for ``prefix<a>``, ..., ``prefix<b>`` (``categorical_1..16``), and
+    a single string is a list of one entry.
+
+    Attributes:
+        title: CamelCase name (default: from the file name, ``ali_ccp`` ->
+            ``AliCcp``); the options class is ``<title>Options``.
+        description: One line on what the data is.
+        labels: Raw label columns (0/1 as found; judged by validation).
+        sparse: Integer id columns (categorical features).
+        dense: Float columns (numeric features).
+        extras: Integer columns kept with the rows, never features.
+        funnel: ``[click label, conversion label]`` when the labels form a
+            click -> conversion funnel (a conversion implies a click).
+        default_tasks: Tasks made when the parameters name none.
+    """
+
+    title: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]*$")
+    description: str = ""
+    labels: list[str] = Field(min_length=1)
+    sparse: list[str] = Field(default_factory=list)
+    dense: list[str] = Field(default_factory=list)
+    extras: list[str] = Field(default_factory=list)
+    funnel: list[str] | None = Field(default=None, min_length=2, max_length=2)
+    default_tasks: list[TaskDescription] = Field(default_factory=list)
+
+
+class ProcessedOptions(StrictConfig):
+    """Options of every processed-CSV source (its input files).
+
+    Give one file with ``path`` (the rows carry no split) or any of
+    ``train``/``valid``/``test`` (with two or more, each row's ``split``
+    column names its file). Files are catalog entries (``<source>_files``).
+
+    Attributes:
+        path: One processed CSV; no split column.
+        train: Train CSV.
+        valid: Validation CSV.
+        test: Test CSV.
+    """
+
+    path: str | None = None
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+
+
+def load_format(path: Path | str, name: str | None = None) -> ProcessedFormat:
+    """Read and check a format description file.
+
+    Args:
+        path: The YAML file.
+        name: Source name (default: the file name without ``.yml``).
+
+    Raises:
+        SourceError: Unreadable YAML or a description that breaks a rule; the
+            message names the file, the key and the rule.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SourceError(
+            f"{path}: cannot read the format description: {' '.join(str(exc).split())}"
+        ) from None
+    return parse_format(name or path.stem, raw, str(path))
+
+
+def parse_format(name: str, raw: Any, where: str | None = None) -> ProcessedFormat:
+    """Check a format description (a parsed YAML mapping) and build the format.
+
+    Args:
+        name: Source name.
+        raw: The description (see :class:`FormatDescription`).
+        where: What to name in messages (default: ``format '<name>'``).
+
+    Raises:
+        SourceError: The description breaks a rule (one line naming
+            ``where``, the key and the rule).
+    """
+    where = where or f"format {name!r}"
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise SourceError(
+            f"{where}: source name {name!r} must be lowercase letters, digits and "
+            "underscores, starting with a letter (it names the catalog entry "
+            f"'{name}_files' and the parameter block sources.{name})"
+        )
+    if not isinstance(raw, Mapping):
+        raise SourceError(
+            f"{where}: a format description is a mapping (labels, sparse, dense, "
+            f"...), got {type(raw).__name__}"
+        )
+    raw = dict(raw)
+    for key in COLUMN_ROLES:
+        if key in raw:
+            raw[key] = _expand(where, key, raw[key])
+    try:
+        desc = FormatDescription.from_dict(raw)
+    except ConfigError as exc:
+        raise SourceError(f"{where}: {exc}") from None
+    roles = {key: getattr(desc, key) for key in COLUMN_ROLES}
+    seen: dict[str, str] = {}
+    for role, columns in roles.items():
+        for column in columns:
+            if column == SPLIT_COLUMN:
+                raise SourceError(
+                    f"{where}: {role} names the column '{SPLIT_COLUMN}', which is "
+                    "reserved for the split given by per-split files"
+                )
+            if column in seen:
+                twice = f"{seen[column]} and {role}" if seen[column] != role else role
+                raise SourceError(
+                    f"{where}: column {column!r} is listed twice ({twice})"
+                )
+            seen[column] = role
+    if not desc.sparse and not desc.dense:
+        raise SourceError(
+            f"{where}: no feature column: list sparse and/or dense columns"
+        )
+    funnel = None
+    if desc.funnel is not None:
+        outside = [c for c in desc.funnel if c not in desc.labels]
+        if outside:
+            raise SourceError(
+                f"{where}: funnel names {outside[0]!r}, which is not a label column "
+                f"(labels: {', '.join(desc.labels)})"
+            )
+        funnel = (desc.funnel[0], desc.funnel[1])
+    names = [t.name for t in desc.default_tasks]
+    twice_named = sorted({n for n in names if names.count(n) > 1})
+    if twice_named:
+        raise SourceError(f"{where}: default task {twice_named[0]!r} is defined twice")
+    return ProcessedFormat(
+        source=name,
+        labels=tuple(desc.labels),
+        sparse=tuple(desc.sparse),
+        dense=tuple(desc.dense),
+        extras=tuple(desc.extras),
+        funnel=funnel,
+        default_tasks=tuple(
+            TaskDefinition(t.name, t.source, t.type) for t in desc.default_tasks
+        ),
+        title=desc.title or "".join(p.capitalize() for p in name.split("_")),
+        description=desc.description,
+    )
+
+
+def _expand(where: str, key: str, value: Any) -> Any:
+    """A column list with ``prefix<a>..<b>`` entries expanded."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return value  # the model says what is wrong
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise SourceError(
+                f"{where}: {key} lists {item!r}, which is not a column name: quote "
+                "column names that look like numbers (YAML reads 101 as a number "
+                "and 109_14 as 10914)"
+            )
+        found = _RANGE.match(item)
+        if found is None:
+            out.append(item)
+            continue
+        first, last = int(found["first"]), int(found["last"])
+        if first > last:
+            raise SourceError(
+                f"{where}: {key} range {item!r} counts down; write "
+                f"{found['prefix']}{last}..{first}"
+            )
+        out.extend(f"{found['prefix']}{i}" for i in range(first, last + 1))
+    return out
+
+
+def read_format(
+    fmt: ProcessedFormat, options: ProcessedOptions
+) -> tuple[RawSchema, SourceTable]:
+    """Open a processed format's files (see :func:`read_processed`)."""
+    return read_processed(
+        fmt,
+        options.path,
+        {"train": options.train, "valid": options.valid, "test": options.test},
+    )
 
 
 def read_processed(

@@ -9,22 +9,45 @@ exist and are not empty, and returns the :class:`~mtl_reco.sources.base.RawSchem
 with a re-iterable, chunked :class:`~mtl_reco.tables.Table`; rows are only
 read (or generated) while the table is iterated, one chunk at a time.
 
-Every source module registers itself below with its options class (a
-:class:`~mtl_reco.typed_config.StrictConfig`, so a misspelt option raises
-:class:`~mtl_reco.typed_config.ConfigError` with a suggestion) and its reader.
+Two kinds of sources are registered:
+
+* **processed CSV formats** (``ali_ccp``, ``aliexpress``, ...): one YAML
+  description each in :mod:`mtl_reco.sources.formats` (labels, sparse, dense
+  and extra columns, funnel, default tasks), all read by the generic reader
+  of :mod:`mtl_reco.sources._processed` with the same file options
+  (:class:`~mtl_reco.sources._processed.ProcessedOptions`). Every
+  ``formats/<name>.yml`` is a source; :func:`register_format` adds one from
+  elsewhere;
+* **sources that need code** (``simulated``, ``census_income``,
+  ``ali_ccp_raw``): a module with its options class (a
+  :class:`~mtl_reco.typed_config.StrictConfig`, so a misspelt option raises
+  :class:`~mtl_reco.typed_config.ConfigError` with a suggestion) and its
+  reader, listed in :data:`_CODE_SOURCES`.
+
+Every source except the simulator reads files; those are the catalog entry
+``<source>_files`` (:func:`file_sources`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from mtl_reco.sources.ali_ccp import AliCcpOptions, read_ali_ccp
+from pydantic import create_model
+
+from mtl_reco.sources._processed import (
+    ProcessedFormat,
+    ProcessedOptions,
+    load_format,
+    read_format,
+)
 from mtl_reco.sources.ali_ccp_raw import AliCcpRawOptions, read_ali_ccp_raw
-from mtl_reco.sources.aliexpress import AliExpressOptions, read_aliexpress
 from mtl_reco.sources.base import RawSchema, SourceError
 from mtl_reco.sources.census_income import CensusIncomeOptions, read_census_income
+from mtl_reco.sources.formats import builtin_format_files
 from mtl_reco.sources.simulated import SimulatedOptions, read_simulated
 from mtl_reco.tables import Table
 from mtl_reco.typed_config import ConfigError, StrictConfig
@@ -32,24 +55,82 @@ from mtl_reco.typed_config import ConfigError, StrictConfig
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A registered source: its options class and its (lazy) reader."""
+    """A registered source.
+
+    Attributes:
+        options: Its typed options class.
+        read: Its (lazy) reader.
+        reads_files: Whether it reads input files (then the catalog entry
+            ``<source>_files`` names them).
+        format: The processed-CSV format it reads, for a described source.
+    """
 
     options: type[StrictConfig]
     read: Callable[[Any], tuple[RawSchema, Table]]
+    reads_files: bool = True
+    format: ProcessedFormat | None = None
 
 
-_SOURCES: dict[str, SourceSpec] = {
-    "simulated": SourceSpec(SimulatedOptions, read_simulated),
+_CODE_SOURCES: dict[str, SourceSpec] = {
+    "simulated": SourceSpec(SimulatedOptions, read_simulated, reads_files=False),
     "census_income": SourceSpec(CensusIncomeOptions, read_census_income),
-    "ali_ccp": SourceSpec(AliCcpOptions, read_ali_ccp),
     "ali_ccp_raw": SourceSpec(AliCcpRawOptions, read_ali_ccp_raw),
-    "aliexpress": SourceSpec(AliExpressOptions, read_aliexpress),
 }
+"""Sources that need code (a reader module each)."""
+
+_SOURCES: dict[str, SourceSpec] = dict(_CODE_SOURCES)
+
+
+def format_source(fmt: ProcessedFormat) -> SourceSpec:
+    """The source of a processed format: the generic reader, its options class."""
+    what = fmt.description or "a processed CSV format"
+    name = f"{fmt.title}Options"
+    options = create_model(
+        name,
+        __base__=ProcessedOptions,
+        __module__=__name__,
+        __doc__=(
+            f"Options of the ``{fmt.source}`` source ({what}): its files, "
+            "``path`` or any of ``train``/``valid``/``test``."
+        ),
+    )
+    globals().setdefault(name, options)  # importable by name: instances pickle
+    return SourceSpec(options, functools.partial(read_format, fmt), format=fmt)
+
+
+def register_format(fmt: ProcessedFormat | Path | str) -> str:
+    """Register a processed format as a source (a description file or a format).
+
+    The built-in descriptions (``mtl_reco/sources/formats/*.yml``) are
+    registered on import; this adds one kept elsewhere.
+
+    Returns:
+        The source name.
+
+    Raises:
+        SourceError: A bad description, or the name of another source.
+    """
+    if not isinstance(fmt, ProcessedFormat):
+        fmt = load_format(fmt)
+    current = _SOURCES.get(fmt.source)
+    if current is not None and current.format != fmt:
+        raise SourceError(f"source {fmt.source!r} is already registered")
+    _SOURCES[fmt.source] = format_source(fmt)
+    return fmt.source
+
+
+for _path in builtin_format_files().values():
+    register_format(_path)
 
 
 def available_sources() -> list[str]:
     """Names accepted by :func:`read_source`, sorted."""
     return sorted(_SOURCES)
+
+
+def file_sources() -> list[str]:
+    """Sources that read files (each has a ``<source>_files`` catalog entry), sorted."""
+    return sorted(name for name, spec in _SOURCES.items() if spec.reads_files)
 
 
 def _spec(name: str) -> SourceSpec:
@@ -68,6 +149,19 @@ def options_class(name: str) -> type[StrictConfig]:
         SourceError: ``name`` is not a registered source.
     """
     return _spec(name).options
+
+
+def processed_format(name: str) -> ProcessedFormat:
+    """The column roles of the processed-CSV source ``name``.
+
+    Raises:
+        SourceError: ``name`` is not a registered source, or one that needs
+            code rather than a format description.
+    """
+    fmt = _spec(name).format
+    if fmt is None:
+        raise SourceError(f"source {name!r} is not a processed CSV format")
+    return fmt
 
 
 def read_source(

@@ -16,7 +16,9 @@ __all__ = ["DATA_LAYERS", "PROJECT_ROOT", "copy_project"]
 
 def ali_ccp_frame(n: int = 100, seed: int = 0) -> pd.DataFrame:
     """Clean rows in Ali-CCP's processed format (purchase only after click)."""
-    from mtl_reco.sources.ali_ccp import DENSE, SPARSE
+    from mtl_reco.sources.registry import processed_format
+
+    ali_ccp = processed_format("ali_ccp")
 
     rng = np.random.default_rng(seed)
     click = (rng.random(n) < 0.3).astype(int)
@@ -24,9 +26,9 @@ def ali_ccp_frame(n: int = 100, seed: int = 0) -> pd.DataFrame:
         "click": click,
         "purchase": click * (rng.random(n) < 0.3).astype(int),
     }
-    for col in SPARSE:
+    for col in ali_ccp.sparse:
         cols[col] = rng.integers(1, 8, n)
-    for col in DENSE:
+    for col in ali_ccp.dense:
         cols[col] = np.round(rng.random(n), 4)
     return pd.DataFrame(cols)
 

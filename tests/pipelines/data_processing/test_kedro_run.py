@@ -156,3 +156,70 @@ def test_census_income_end_to_end(tmp_path, shared_data):
     encoder = load(project, "data/04_feature/feature_encoder.json")
     kinds = {v["name"]: v["kind"] for v in encoder["sparse"]}
     assert kinds["education"] == "str"
+
+
+TOY_FORMAT = """\
+description: a toy view -> share funnel
+labels: [view, share]
+sparse: [user, item_1..2]
+dense: [score]
+extras: [ts]
+funnel: [view, share]
+default_tasks:
+  - {name: vtr, source: view}
+  - {name: vsr, source: view * share}
+"""
+
+
+def toy_share_files(folder: Path) -> dict[str, str]:
+    """Train/valid/test CSVs of the toy format (a learnable view -> share funnel)."""
+    rng = np.random.default_rng(3)
+    files = {}
+    for split, n in (("train", 400), ("valid", 100), ("test", 100)):
+        user = rng.integers(1, 30, n)
+        view = (rng.random(n) < 0.2 + 0.02 * (user % 10)).astype(int)
+        share = view * (rng.random(n) < 0.3).astype(int)
+        lines = ["view,share,user,item_1,item_2,score,ts"]
+        for i in range(n):
+            lines.append(
+                f"{view[i]},{share[i]},{user[i]},{rng.integers(1, 9)},"
+                f"{rng.integers(1, 5)},{rng.normal():.4f},{1000 + i}"
+            )
+        path = folder / f"toy_{split}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        files[split] = str(path)
+    return files
+
+
+@pytest.mark.slow
+def test_a_described_format_end_to_end(tmp_path):
+    """Two files: the format description and the catalog entry of its files."""
+    project = copy_project(tmp_path / "project", with_src=True)
+    formats = project / "src" / "mtl_reco" / "sources" / "formats"
+    (formats / "toy_share.yml").write_text(TOY_FORMAT)
+    use_source_files(project, "toy_share", toy_share_files(tmp_path))
+    kedro_run(project, "--params", "dataset=toy_share")
+    for rel in ARTEFACTS:
+        assert (project / rel).is_file(), rel
+    validation = load(project, "data/08_reporting/validation/validation_report.json")
+    assert validation["success"] and validation["source"] == "toy_share"
+    assert validation["rows"] == 600
+    assert validation["suite"]["name"] == "raw_events.toy_share"
+    raw_schema = load(project, "data/02_intermediate/raw_schema.json")
+    assert raw_schema["input_splits"] == {
+        s: str(tmp_path / f"toy_{s}.csv") for s in ("train", "valid", "test")
+    }
+    split = load(project, "data/08_reporting/split_report.json")
+    assert {k: v["rows"] for k, v in split["splits"].items()} == {
+        "train": 400,
+        "valid": 100,
+        "test": 100,
+    }
+    schema = FeatureSchema.from_dict(
+        load(project, "data/05_model_input/feature_schema.json")
+    )
+    assert schema.task_names == ["vtr", "vsr"]
+    assert schema.funnel == Funnel("vtr", "vsr")
+    assert schema.sparse_names == ["user", "item_1", "item_2"]
+    assert schema.dense_names == ["score"] and schema.extras == ("ts",)
+    check_encoded(project, schema)

@@ -10,14 +10,16 @@ from mtl_reco.pipelines.data_processing.ingestion.nodes import (
     FILES_SUFFIX,
     ingest_source,
 )
-
-FILE_SOURCES = ("census_income", "ali_ccp", "ali_ccp_raw", "aliexpress")
-"""Sources that read files: each has a ``<source>_files`` catalog entry (raw)."""
+from mtl_reco.sources.registry import file_sources
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """``dataset``, ``sources``, ``<source>_files`` -> raw events and schema."""
-    files = {f"{s}{FILES_SUFFIX}": f"{s}{FILES_SUFFIX}" for s in FILE_SOURCES}
+    """``dataset``, ``sources``, ``<source>_files`` -> raw events and schema.
+
+    Every registered source that reads files (a processed-CSV format or a
+    reader module) has its ``<source>_files`` catalog entry as an input.
+    """
+    files = {f"{s}{FILES_SUFFIX}": f"{s}{FILES_SUFFIX}" for s in file_sources()}
     return Pipeline(
         [
             node(
