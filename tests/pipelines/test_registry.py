@@ -135,3 +135,45 @@ def test_a_half_experiment_block_is_reported():
         "parameter block 'mmoe_x' has 'model' but no 'weighting': an experiment "
         "block needs both model and weighting"
     )
+
+
+def _blocks_read(pipeline) -> set[str]:
+    return {
+        i.removeprefix("params:").split(".")[0]
+        for n in pipeline.nodes
+        for i in n.inputs
+        if i.startswith("params:")
+    }
+
+
+@pytest.mark.parametrize(
+    "env", ["base", "test", "census_income", "ali_ccp", "aliexpress"]
+)
+def test_one_parameter_file_per_pipeline(pipelines, env):
+    """parameters_<pipeline>.yml holds what that pipeline reads; parameters.yml
+    what several pipelines (or the run guard) share."""
+    data = pipelines["data_processing"]
+    training = (
+        sum(
+            (p for name, p in pipelines.items() if name.startswith("train_")),
+            type(data)([]),
+        )
+        - data
+    )
+    read_by = {
+        "data_processing": _blocks_read(data),
+        "training": _blocks_read(training),
+        "score": _blocks_read(pipelines["score"]),
+        "compare": _blocks_read(pipelines["compare"]),
+    }
+    shared = {"dataset", "runs"}
+    files = sorted((PROJECT_ROOT / "conf" / env).glob("parameters*.yml"))
+    assert files
+    for path in files:
+        blocks = set(yaml.safe_load(path.read_text()) or {})
+        pipeline = path.stem.removeprefix("parameters").removeprefix("_")
+        if not pipeline:
+            assert blocks <= shared, path
+            continue
+        assert pipeline in read_by, f"{path.name}: no pipeline called {pipeline}"
+        assert blocks <= read_by[pipeline] - shared, (path, blocks - read_by[pipeline])
