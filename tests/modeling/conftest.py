@@ -96,6 +96,12 @@ def shrunk_config(
     return out
 
 
+SMALL_MODEL_CONFIGS: dict[str, dict[str, object]] = {
+    name: shrunk_config(name) for name in available_models()
+}
+""":func:`shrunk_config` of every model registered when this module loads."""
+
+
 def build_tiny_schema(embedding_dim: int = 8) -> FeatureSchema:
     """The ``tiny_schema`` fixture's schema (a plain function for reuse)."""
     return FeatureSchema(
