@@ -31,7 +31,7 @@ from mtl_reco.modeling.config import (
 from mtl_reco.modeling.layers import FeatureEmbedding
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import MODELS, register_model
-from mtl_reco.modeling.schema import FeatureSchema, TaskSpec
+from mtl_reco.schema import FeatureSchema, TaskSpec
 from mtl_reco.modeling.weighting.base import LossWeighting
 from mtl_reco.modeling.weighting.registry import STRATEGIES, register_strategy
 
