@@ -29,11 +29,11 @@ import _common
 from mtl_reco.experiment.loading import load_tensor_table
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
-from mtl_reco.schema import FeatureSchema
 from mtl_reco.processing.config import EncodingConfig, LabelsConfig, SplitConfig
 from mtl_reco.processing.encoder import FeatureEncoder
 from mtl_reco.processing.labels import label_table, plan_labels
 from mtl_reco.processing.split import plan_split, split_table
+from mtl_reco.schema import FeatureSchema
 from mtl_reco.sources.registry import read_source
 from mtl_reco.tables import FrameTable
 

@@ -82,13 +82,13 @@ from mtl_reco.modeling.config import (
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.metrics import auc_score, log_loss
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.schema import FeatureSchema
 from mtl_reco.modeling.trainer import evaluate_model, train
 from mtl_reco.modeling.weighting.registry import build_strategy
 from mtl_reco.processing.config import EncodingConfig, LabelsConfig, SplitConfig
 from mtl_reco.processing.encoder import FeatureEncoder
 from mtl_reco.processing.labels import label_table, plan_labels
 from mtl_reco.processing.split import plan_split, split_table
+from mtl_reco.schema import FeatureSchema
 from mtl_reco.sources.registry import read_source
 from mtl_reco.tables import FrameTable
 

@@ -85,9 +85,9 @@ from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.layers import FeatureEmbedding, Tower
 from mtl_reco.modeling.metrics import auc_score
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.schema import FeatureSchema
 from mtl_reco.modeling.trainer import evaluate_model, predict, train
 from mtl_reco.modeling.weighting.registry import build_strategy
+from mtl_reco.schema import FeatureSchema
 
 NAME = "selection_bias"
 SIM_SEED, TRAIN_SEED = 2024, 2026

@@ -87,6 +87,9 @@ from mtl_reco.modeling.data import Batch, TensorTable
 from mtl_reco.modeling.models import ple as ple_module
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import build_model
+from mtl_reco.modeling.trainer import Trainer
+from mtl_reco.modeling.weighting.base import LossWeighting
+from mtl_reco.modeling.weighting.registry import build_strategy
 from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
@@ -94,9 +97,6 @@ from mtl_reco.schema import (
     SparseFeature,
     TaskSpec,
 )
-from mtl_reco.modeling.trainer import Trainer
-from mtl_reco.modeling.weighting.base import LossWeighting
-from mtl_reco.modeling.weighting.registry import build_strategy
 from mtl_reco.sources.ali_ccp import DENSE, SPARSE
 from mtl_reco.sources.simulated import SimulatedOptions
 

@@ -29,6 +29,8 @@ from torch.nn import functional as F
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.models.registry import build_model
+from mtl_reco.modeling.trainer import Trainer
+from mtl_reco.modeling.weighting.registry import available_strategies, build_strategy
 from mtl_reco.schema import (
     DenseFeature,
     FeatureSchema,
@@ -36,8 +38,6 @@ from mtl_reco.schema import (
     SparseFeature,
     TaskSpec,
 )
-from mtl_reco.modeling.trainer import Trainer
-from mtl_reco.modeling.weighting.registry import available_strategies, build_strategy
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "light": {

@@ -31,9 +31,9 @@ from mtl_reco.modeling.config import (
 from mtl_reco.modeling.layers import FeatureEmbedding
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import MODELS, register_model
-from mtl_reco.schema import FeatureSchema, TaskSpec
 from mtl_reco.modeling.weighting.base import LossWeighting
 from mtl_reco.modeling.weighting.registry import STRATEGIES, register_strategy
+from mtl_reco.schema import FeatureSchema, TaskSpec
 
 MODEL_NAME = "throwaway_mtl"
 STRATEGY_NAME = "throwaway_weighting"
