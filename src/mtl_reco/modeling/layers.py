@@ -90,6 +90,16 @@ class FeatureEmbedding(nn.Module):
           sizes + n_dense``: embeddings grouped by size in order of first
           appearance (one group, i.e. schema order, when all sizes are equal),
           then the raw dense values.
+
+    Example::
+
+        from mtl_reco.schema import DenseFeature, FeatureSchema, SparseFeature
+        fields = (SparseFeature("user", 100, 8), SparseFeature("item", 50, 4))
+        schema = FeatureSchema(fields, (DenseFeature("age"),), tasks=())
+        emb = FeatureEmbedding(schema)
+        ids = torch.tensor([[3, 7], [0, 49]])  # field j: ids in [0, cardinality_j)
+        emb(ids, torch.randn(2, 1)).shape  # (2, 13)
+        FeatureEmbedding(schema, embedding_dim=16).output_dim  # 33
     """
 
     def __init__(
@@ -194,6 +204,12 @@ class MLP(nn.Module):
     Shapes:
         input ``(B, in_dim)`` -> output ``(B, out_dim)`` with
         ``out_dim = dims[-1]`` (``in_dim`` when ``dims`` is empty).
+
+    Example::
+
+        mlp = MLP(in_dim=32, dims=[64, 16], activation="gelu", dropout=0.1)
+        mlp(torch.randn(8, 32)).shape  # (8, 16)
+        MLP(in_dim=32, dims=[])(torch.randn(8, 32)).shape  # (8, 32)
     """
 
     def __init__(
@@ -240,6 +256,12 @@ class Tower(nn.Module):
     Shapes:
         input ``(B, in_dim)`` -> output ``(B,)``: a logit for classification
         tasks, a raw value for regression tasks.
+
+    Example::
+
+        tower = Tower(in_dim=16, dims=[8])
+        tower(torch.randn(8, 16)).shape  # (8,)
+        Tower(in_dim=16, dims=[])(torch.randn(8, 16)).shape  # (8,)
     """
 
     def __init__(
@@ -274,6 +296,13 @@ class SoftmaxGate(nn.Module):
     Shapes:
         input ``(B, in_dim)`` -> output ``(B, n_experts)``, non-negative,
         summing to 1 over the last dimension.
+
+    Example::
+
+        gate = SoftmaxGate(in_dim=32, n_experts=4)
+        weights = gate(torch.randn(8, 32))
+        weights.shape  # (8, 4)
+        torch.allclose(weights.sum(dim=-1), torch.ones(8))  # True
     """
 
     def __init__(self, in_dim: int, n_experts: int) -> None:
@@ -437,6 +466,17 @@ class ExtractionLevel(nn.Module):
         returns ``(T x (B, dims[-1]), (B, dims[-1]) or None)``: each task's
         mixture of its own and the shared experts, and (non-final levels) the
         shared gate's mixture of all ``T * Es + Eh`` experts.
+
+    Example::
+
+        level = ExtractionLevel(
+            in_dim=32, n_tasks=2, n_specific=2, n_shared=1, dims=[16],
+            activation="relu", dropout=0.0, final=False,
+        )
+        x = torch.randn(8, 32)
+        task_outputs, shared_output = level([x, x], x)
+        task_outputs[1].shape  # (8, 16)
+        shared_output.shape  # (8, 16)
     """
 
     def __init__(

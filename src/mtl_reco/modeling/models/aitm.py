@@ -116,6 +116,17 @@ class AITM(MultiTaskModel):
           tower, its AIT module (transfer and attention) and its output MLP.
           With 3+ tasks, the towers and AIT modules of middle tasks are also
           reached by later tasks' losses; they still belong to their task.
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, SparseFeature, TaskSpec
+        user, age = SparseFeature("user", 100, 8), DenseFeature("age")
+        tasks = (TaskSpec("click"), TaskSpec("cart"), TaskSpec("buy"))  # funnel order
+        model = build_model("aitm", FeatureSchema((user,), (age,), tasks))
+        out = model(torch.randint(0, 100, (4, 1)), torch.randn(4, 1))
+        list(out)  # ['click', 'cart', 'buy']
+        out["buy"].shape  # (4,)
     """
 
     name = "aitm"

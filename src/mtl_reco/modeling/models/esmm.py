@@ -65,6 +65,18 @@ class ESMM(MultiTaskModel):
         * last shared layer: the CTR tower's last hidden Linear weight;
         * per task: the conversion task owns the CVR tower; the click task
           owns nothing alone (its whole tower is also on the CTCVR path).
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, Funnel, SparseFeature
+        from mtl_reco.schema import TaskSpec
+        user, age = SparseFeature("user", 100, 8), DenseFeature("age")
+        tasks, funnel = (TaskSpec("ctr"), TaskSpec("ctcvr")), Funnel("ctr", "ctcvr")
+        model = build_model("esmm", FeatureSchema((user,), (age,), tasks, funnel))
+        out = model(torch.randint(0, 100, (4, 1)), torch.randn(4, 1))
+        list(out)  # ['ctr', 'ctcvr', 'cvr']
+        out["cvr"].shape  # (4,)
     """
 
     name = "esmm"

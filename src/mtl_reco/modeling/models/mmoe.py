@@ -67,6 +67,17 @@ class MMoE(MultiTaskModel):
         * last shared layer: the experts' last-layer weight, one tensor
           ``(E, expert_dims[-1], in)``;
         * per task: its gate and its tower.
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, SparseFeature, TaskSpec
+        user, age = SparseFeature("user", 100, 8), DenseFeature("age")
+        schema = FeatureSchema((user,), (age,), (TaskSpec("ctr"), TaskSpec("ctcvr")))
+        model = build_model("mmoe", schema, config={"n_experts": 4})
+        sparse, dense = torch.randint(0, 100, (4, 1)), torch.randn(4, 1)
+        model(sparse, dense)["ctcvr"].shape  # (4,)
+        model.gate_weights(sparse, dense).shape  # (4, 2, 4)
     """
 
     name = "mmoe"

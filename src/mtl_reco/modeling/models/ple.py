@@ -75,6 +75,17 @@ class PLE(MultiTaskModel):
           tasks' losses reach them too. They are still that task's parameters
           (the architecture gives them to it), and they are deliberately not
           in ``shared_parameters()`` (MetaBalance must not rescale them).
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, SparseFeature, TaskSpec
+        user, age = SparseFeature("user", 100, 8), DenseFeature("age")
+        schema = FeatureSchema((user,), (age,), (TaskSpec("ctr"), TaskSpec("ctcvr")))
+        model = build_model("ple", schema, config={"n_levels": 2, "expert_dims": [16]})
+        sparse, dense = torch.randint(0, 100, (4, 1)), torch.randn(4, 1)
+        model(sparse, dense)["ctr"].shape  # (4,)
+        model.gate_weights(sparse, dense)["level0.shared"].shape  # (4, 6)
     """
 
     name = "ple"

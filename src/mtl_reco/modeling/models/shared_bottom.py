@@ -47,6 +47,17 @@ class SharedBottom(MultiTaskModel):
         * last shared layer: the bottom's last Linear weight (the embedding
           sits below the bottom and is never used as GradNorm's layer);
         * per task: its tower.
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, SparseFeature, TaskSpec
+        user, age = SparseFeature("user", 100, 8), DenseFeature("age")
+        tasks = (TaskSpec("ctr"), TaskSpec("watch_time", "regression"))
+        model = build_model("shared_bottom", FeatureSchema((user,), (age,), tasks))
+        out = model(torch.randint(0, 100, (4, 1)), torch.randn(4, 1))
+        list(out)  # ['ctr', 'watch_time']
+        out["watch_time"].shape  # (4,)
     """
 
     name = "shared_bottom"

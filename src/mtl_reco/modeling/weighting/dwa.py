@@ -37,6 +37,15 @@ class DynamicWeightAverage(LossWeighting):
     Args:
         task_names: Names of the loss heads, in order.
         config: :class:`DynamicWeightAverageConfig`.
+
+    Example::
+
+        strategy = DynamicWeightAverage(["ctr", "ctcvr"])  # weights 1 for two epochs
+        strategy.on_epoch_end({"ctr": 0.50, "ctcvr": 0.20})
+        strategy.on_epoch_end({"ctr": 0.45, "ctcvr": 0.10})  # ctcvr fell faster
+        [round(w, 2) for w in strategy.current_weights().values()]  # [1.1, 0.9]
+        theta = torch.ones(2, requires_grad=True)  # stands in for model parameters
+        strategy.weighted_backward({"ctr": theta[0], "ctcvr": theta[1]}).shape  # (2,)
     """
 
     name = "dwa"

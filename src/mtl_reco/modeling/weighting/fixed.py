@@ -37,6 +37,16 @@ class FixedWeights(LossWeighting):
 
     Raises:
         ConfigError: ``config.weights`` names a task the model does not have.
+
+    Example::
+
+        from mtl_reco.modeling.weighting.fixed import FixedWeightsConfig
+        config = FixedWeightsConfig(weights={"ctcvr": 2.0})  # unlisted tasks get 1.0
+        strategy = FixedWeights(["ctr", "ctcvr"], config)
+        theta = torch.ones(2, requires_grad=True)  # stands in for model parameters
+        losses = {"ctr": 3 * theta[0], "ctcvr": 5 * theta[1]}
+        strategy.backward(losses)  # {'ctr': 1.0, 'ctcvr': 2.0}
+        theta.grad.tolist()  # [3.0, 10.0]
     """
 
     name = "fixed"

@@ -64,6 +64,18 @@ class GradNorm(LossWeighting):
     Args:
         task_names: Names of the loss heads, in order.
         config: :class:`GradNormConfig`.
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, TaskSpec
+        tasks = (TaskSpec("ctr"), TaskSpec("ctcvr"))
+        model = build_model("mmoe", FeatureSchema((), (DenseFeature("x"),), tasks))
+        strategy = GradNorm(model.task_names)
+        strategy.bind(model)  # once, before the first step
+        out = model(torch.empty(4, 0, dtype=torch.long), torch.randn(4, 1))
+        strategy.backward({t: y.square().mean() for t, y in out.items()})
+        strategy.weights.grad.shape  # (2,)
     """
 
     name = "gradnorm"

@@ -68,6 +68,18 @@ class MetaBalance(LossWeighting):
 
     Raises:
         ConfigError: ``main_task`` is not one of the loss heads.
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, TaskSpec
+        tasks = (TaskSpec("ctr"), TaskSpec("ctcvr"))
+        model = build_model("mmoe", FeatureSchema((), (DenseFeature("x"),), tasks))
+        strategy = MetaBalance(model.task_names)  # main task: the last one, ctcvr
+        strategy.bind(model)  # once, before the first step
+        out = model(torch.empty(4, 0, dtype=torch.long), torch.randn(4, 1))
+        strategy.backward({t: y.square().mean() for t, y in out.items()})
+        strategy.norm_averages.shape  # (2, 4)
     """
 
     name = "metabalance"

@@ -51,6 +51,18 @@ class PCGrad(LossWeighting):
     Args:
         task_names: Names of the loss heads, in order.
         config: :class:`PCGradConfig`.
+
+    Example::
+
+        from mtl_reco.modeling.models.registry import build_model
+        from mtl_reco.schema import DenseFeature, FeatureSchema, TaskSpec
+        tasks = (TaskSpec("ctr"), TaskSpec("ctcvr"))
+        model = build_model("mmoe", FeatureSchema((), (DenseFeature("x"),), tasks))
+        strategy = PCGrad(model.task_names)
+        strategy.bind(model)  # once, before the first step
+        out = model(torch.empty(4, 0, dtype=torch.long), torch.randn(4, 1))
+        losses = {"ctr": out["ctr"].mean(), "ctcvr": -out["ctcvr"].mean()}
+        strategy.backward(losses)  # {'ctr': 1.0, 'ctcvr': 1.0}
     """
 
     name = "pcgrad"

@@ -45,6 +45,15 @@ class UncertaintyWeighting(LossWeighting):
     Args:
         task_names: Names of the loss heads, in order.
         config: :class:`UncertaintyWeightingConfig`.
+
+    Example::
+
+        strategy = UncertaintyWeighting(["ctr", "ctcvr"])
+        theta = torch.ones(2, requires_grad=True)  # stands in for model parameters
+        losses = {"ctr": 0.7 * theta[0], "ctcvr": 0.1 * theta[1]}
+        strategy.backward(losses)  # {'ctr': 1.0, 'ctcvr': 1.0}
+        strategy.log_vars.grad.shape  # (2,)
+        [group["name"] for group in strategy.param_groups()]  # ['weighting.uwl']
     """
 
     name = "uwl"
