@@ -1,47 +1,53 @@
 """Throughput and peak memory of each data-processing stage on simulated data.
 
-Runs the five stages of the ``data_processing`` pipeline (ingestion,
-validation, labels, split, encoding) on the ``simulated`` source at several
-sizes (default 1 M and 10 M rows). Each stage runs in its own child process
-that calls the stage's Kedro node functions with the project's datasets
-(``ParquetTableDataset`` / ``json.JSONDataset``), exactly as ``kedro run``
-does minus the framework, so the peak RSS of a stage is its own (measured by
-the parent with ``os.wait4``). The child also reports the RSS it had after
-its imports (``baseline_rss_mb``).
-
-Writes ``benchmarks/results/data_pipeline.json``: per size and stage the
-wall time, rows/s (raw rows / stage seconds) and peak RSS, plus the ratio of
-peak RSS between the largest and the smallest size per stage (target: far
-below the ratio of rows).
-
-Usage::
+The five stages of the ``data_processing`` pipeline (ingestion, validation,
+labels, split, encoding) on the ``simulated`` source at several sizes
+(default 1 M and 10 M rows). Each stage runs in its own child process that
+calls the stage's node functions with the project's datasets
+(``ParquetTableDataset``, ``JSONDataset``), as ``kedro run`` does minus the
+framework, so its peak RSS (read by the parent with ``os.wait4``) is its
+own; the child also reports its RSS after its imports (``baseline_rss_mb``).
+``rows_per_s`` = raw rows / seconds in the stage's nodes; ``--chunk-rows``
+bounds the rows any stage holds in memory. The peak RSS ratio between the
+largest and the smallest size should stay far below the ratio of rows.
 
     python benchmarks/data_pipeline.py                  # 1 M and 10 M rows
-    python benchmarks/data_pipeline.py --sizes 200000 2000000
-    python benchmarks/data_pipeline.py --quick          # CI smoke test
+    python benchmarks/data_pipeline.py --sizes 200000,2000000 --chunk-rows 250000
+    python benchmarks/data_pipeline.py --quick          # CI smoke (20 k / 60 k rows)
 
-``--quick`` writes ``data_pipeline_quick.json`` so it never replaces the
-real figures.
+Writes ``results/data_pipeline.json`` (``--quick``: ``data_pipeline_quick.json``).
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    import harness
+except ModuleNotFoundError:  # loaded by path (the in-process stage test)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness
+from harness import Table, option
+
+NAME = "data_pipeline"
 STAGES = ("ingestion", "validation", "labels", "split", "encoding")
 SPLITS = ("train", "valid", "test")
 
 
-# -- child side: one stage --------------------------------------------------------
+@dataclass
+class Options(harness.Config):
+    sizes: tuple[int, ...] = option((1_000_000, 10_000_000), "", quick=(20_000, 60_000))
+    chunk_rows: int = option(500_000, "rows per chunk", quick=10_000)
+    workdir: str | None = option(None, "where the stages write (default: temporary)")
+    keep: bool = option(False, "keep the data written")
 
 
 def _datasets(workdir: Path, chunk_rows: int) -> dict[str, Any]:
@@ -50,147 +56,90 @@ def _datasets(workdir: Path, chunk_rows: int) -> dict[str, Any]:
 
     from mtl_reco.datasets import ParquetTableDataset
 
-    def parquet(rel: str) -> ParquetTableDataset:
-        return ParquetTableDataset(filepath=str(workdir / rel), chunk_rows=chunk_rows)
-
-    def js(rel: str) -> JSONDataset:
-        return JSONDataset(filepath=str(workdir / rel))
-
     out: dict[str, Any] = {
-        "raw_events": parquet("raw_events.parquet"),
-        "raw_schema": js("raw_schema.json"),
-        "validation_report": js("validation_report.json"),
-        "validation_summary": TextDataset(filepath=str(workdir / "validation.md")),
-        "validation_status": js("validation_status.json"),
-        "labelled_events": parquet("labelled_events.parquet"),
-        "task_spec": js("task_spec.json"),
-        "label_report": js("label_report.json"),
-        "split_plan": js("split_plan.json"),
-        "split_report": js("split_report.json"),
-        "feature_encoder": js("feature_encoder.json"),
-        "feature_schema": js("feature_schema.json"),
-        "encoding_report": js("encoding_report.json"),
+        "validation_summary": TextDataset(filepath=str(workdir / "validation.md"))
     }
-    for split in SPLITS:
-        out[f"{split}_events"] = parquet(f"{split}.parquet")
-        out[f"encoded_{split}"] = parquet(f"encoded_{split}.parquet")
+    for name in ("raw_schema", "validation_report", "validation_status", "task_spec",
+                 "label_report", "split_plan", "split_report", "feature_encoder",
+                 "feature_schema", "encoding_report"):  # fmt: skip
+        out[name] = JSONDataset(filepath=str(workdir / f"{name}.json"))
+    tables = {"raw_events": "raw_events", "labelled_events": "labelled_events"}
+    tables |= {f"{s}_events": s for s in SPLITS}
+    tables |= {f"encoded_{s}": f"encoded_{s}" for s in SPLITS}
+    for name, stem in tables.items():
+        path = str(workdir / f"{stem}.parquet")
+        out[name] = ParquetTableDataset(filepath=path, chunk_rows=chunk_rows)
     return out
 
 
 def _run_stage(stage: str, workdir: Path, rows: int, chunk_rows: int) -> None:
+    """One stage's node calls (child process); writes ``.<stage>.result.json``."""
     from mtl_reco.pipelines.data_processing.encoding import nodes as enc
     from mtl_reco.pipelines.data_processing.ingestion import nodes as ing
     from mtl_reco.pipelines.data_processing.labels import nodes as lab
     from mtl_reco.pipelines.data_processing.split import nodes as spl
     from mtl_reco.pipelines.data_processing.validation import nodes as val
-    from mtl_reco.processing.config import (
-        EncodingConfig,
-        LabelsConfig,
-        SourcesConfig,
-        SplitConfig,
-        ValidationConfig,
-    )
+    from mtl_reco.processing import config as pc
 
-    if stage == "validation":  # Great Expectations is imported by the stage
+    if stage == "validation":  # Great Expectations is the stage's own import
         import great_expectations  # noqa: F401
     ds = _datasets(workdir, chunk_rows)
-    baseline = _rss_mb()  # after every import, before any row is touched
+    baseline = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
-    def load(name: str) -> Any:
-        return ds[name].load()
+    def load(*names: str) -> list[Any]:
+        return [ds[n].load() for n in names]
 
+    def save(**values: Any) -> None:
+        for name, value in values.items():
+            ds[name].save(value)
+
+    chunk = {"chunk_rows": chunk_rows}
     start = time.perf_counter()
     if stage == "ingestion":
-        sources = SourcesConfig(simulated={"n_rows": rows, "seed": 2024})
+        sources = pc.SourcesConfig(simulated={"n_rows": rows, "seed": 2024})
         table, record = ing.ingest_source("simulated", sources)
-        ds["raw_events"].save(table)
-        ds["raw_schema"].save(record)
+        save(raw_events=table, raw_schema=record)
     elif stage == "validation":
-        report, summary = val.validate_raw_events(
-            load("raw_events"),
-            load("raw_schema"),
-            ValidationConfig(chunk_rows=chunk_rows),
-        )
-        ds["validation_report"].save(report)
-        ds["validation_summary"].save(summary)
-        ds["validation_status"].save(val.check_validation(report))
+        inputs = load("raw_events", "raw_schema")
+        report, summary = val.validate_raw_events(*inputs, pc.ValidationConfig(**chunk))
+        save(validation_report=report, validation_summary=summary)
+        save(validation_status=val.check_validation(report))
     elif stage == "labels":
-        table, spec, report = lab.engineer_labels(
-            load("raw_events"),
-            load("raw_schema"),
-            load("validation_status"),
-            LabelsConfig(chunk_rows=chunk_rows),
-        )
-        ds["labelled_events"].save(table)
-        ds["task_spec"].save(spec)
-        ds["label_report"].save(report)
+        inputs = load("raw_events", "raw_schema", "validation_status")
+        table, spec, report = lab.engineer_labels(*inputs, pc.LabelsConfig(**chunk))
+        save(labelled_events=table, task_spec=spec, label_report=report)
     elif stage == "split":
-        *tables, plan = spl.split_events(
-            load("labelled_events"),
-            load("task_spec"),
-            SplitConfig(chunk_rows=chunk_rows),
-        )
-        for split, table in zip(SPLITS, tables, strict=True):
-            ds[f"{split}_events"].save(table)
-        ds["split_plan"].save(plan)
-        ds["split_report"].save(
-            spl.report_split(
-                *(load(f"{s}_events") for s in SPLITS), load("task_spec"), plan
-            )
-        )
+        inputs = load("labelled_events", "task_spec")
+        *tables, plan = spl.split_events(*inputs, pc.SplitConfig(**chunk))
+        save(**{f"{s}_events": t for s, t in zip(SPLITS, tables, strict=True)})
+        save(split_plan=plan)
+        events = load(*(f"{s}_events" for s in SPLITS))
+        save(split_report=spl.report_split(*events, *load("task_spec"), plan))
     elif stage == "encoding":
-        encoder = enc.fit_encoder(
-            load("train_events"),
-            load("task_spec"),
-            EncodingConfig(chunk_rows=chunk_rows),
-        )
-        ds["feature_encoder"].save(encoder)
+        inputs = load("train_events", "task_spec")
+        encoder = enc.fit_encoder(*inputs, pc.EncodingConfig(**chunk))
+        save(feature_encoder=encoder)
         for split in SPLITS:
-            ds[f"encoded_{split}"].save(
-                enc.apply_encoder(load(f"{split}_events"), encoder)
-            )
-        ds["feature_schema"].save(enc.build_feature_schema(encoder, load("task_spec")))
-        ds["encoding_report"].save(
-            enc.report_encoding(
-                encoder,
-                *(load(f"{s}_events") for s in SPLITS),
-                *(load(f"encoded_{s}") for s in SPLITS),
-            )
-        )
+            encoded = enc.apply_encoder(*load(f"{split}_events"), encoder)
+            save(**{f"encoded_{split}": encoded})
+        (spec,) = load("task_spec")
+        save(feature_schema=enc.build_feature_schema(encoder, spec))
+        events = load(*(f"{s}_events" for s in SPLITS))
+        encoded = load(*(f"encoded_{s}" for s in SPLITS))
+        save(encoding_report=enc.report_encoding(encoder, *events, *encoded))
     else:
         raise SystemExit(f"unknown stage {stage!r}")
-    seconds = time.perf_counter() - start
-    result = {"stage_seconds": seconds, "baseline_rss_mb": baseline}
+    result = {"stage_seconds": time.perf_counter() - start, "baseline_rss_mb": baseline}
     (workdir / f".{stage}.result.json").write_text(json.dumps(result))
 
 
-def _rss_mb() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-# -- parent side ---------------------------------------------------------------
-
-
-def _measure(stage: str, workdir: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--stage",
-        stage,
-        "--workdir",
-        str(workdir),
-        "--rows",
-        str(rows),
-        "--chunk-rows",
-        str(chunk_rows),
-    ]
+def measure(stage: str, workdir: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
+    """Run one stage in a child process; its time and peak RSS."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    args = [stage, str(workdir), str(rows), str(chunk_rows)]
+    proc = subprocess.Popen([sys.executable, __file__, "_stage", *args])
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(
             f"stage {stage} failed at {rows} rows (exit {proc.returncode})"
@@ -200,89 +149,75 @@ def _measure(stage: str, workdir: Path, rows: int, chunk_rows: int) -> dict[str,
     return {
         "stage": stage,
         "seconds": round(seconds, 2),
-        "process_seconds": round(wall, 2),
-        "rows_per_s": round(rows / seconds) if seconds > 0 else None,
+        "process_seconds": round(time.perf_counter() - start, 2),
+        "rows_per_s": round(rows / seconds),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "baseline_rss_mb": child["baseline_rss_mb"],
     }
 
 
-def _sizes_on_disk(workdir: Path) -> dict[str, float]:
-    return {
-        p.name: round(p.stat().st_size / 2**20, 1)
-        for p in sorted(workdir.glob("*.parquet"))
+def report(doc: dict[str, Any]) -> tuple[list[Table], dict[str, Any], list[str]]:
+    sizes, ratios = doc["sizes"], doc["peak_rss_ratio"]
+    columns = [("stage", "")]
+    for size in sizes:
+        n = f"{size['rows']:,}"
+        columns += [
+            (f"{n} rows: rows/s", ",.0f"),
+            ("s", ".1f"),
+            ("peak RSS MB", ",.0f"),
+        ]
+    table = Table("", [*columns, ("peak RSS ratio", ".2f")])
+    for stage in STAGES:
+        row: list[Any] = [stage]
+        for size in sizes:
+            s = next(s for s in size["stages"] if s["stage"] == stage)
+            row += [s["rows_per_s"], s["seconds"], s["peak_rss_mb"]]
+        table.rows.append([*row, ratios[stage]])
+    rows_ratio = sizes[-1]["rows"] / sizes[0]["rows"]
+    figures = {
+        "rows_ratio": rows_ratio,
+        "rss_ratio_min": min(ratios.values()),
+        "rss_ratio_max": max(ratios.values()),
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--chunk-rows", type=int, default=500_000)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke)")
-    parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--keep", action="store_true", help="keep the data written")
-    parser.add_argument(
-        "--out", default=None, help="result file stem (data_pipeline[_quick])"
+    note = (
+        f"Chunk size {doc['chunk_rows']:,} rows; source simulated (default options, "
+        "seed 2024); rows/s = raw rows / seconds spent in the stage's nodes. Peak RSS "
+        f"ratio: largest vs smallest size (rows ratio {rows_ratio:.1f})."
     )
-    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
-    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return [table], figures, [note]
 
-    if args.stage:  # child process
-        _run_stage(args.stage, args.workdir, args.rows, args.chunk_rows)
-        return
 
-    sizes = [20_000, 60_000] if args.quick else args.sizes
-    chunk_rows = 10_000 if args.quick else args.chunk_rows
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="mtl_reco_bench_"))
-    results = []
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["_stage"]:  # the child process of one stage
+        _run_stage(args[1], Path(args[2]), int(args[3]), int(args[4]))
+        return 0
+    opts = harness.parse(Options, args, __doc__ or "")
+    result = harness.start(NAME, opts)
+    root = Path(opts.workdir or tempfile.mkdtemp(prefix="mtl_reco_bench_"))
+    sizes = []
     try:
-        for rows in sizes:
+        for rows in opts.sizes:
             workdir = root / f"rows_{rows}"
             workdir.mkdir(parents=True, exist_ok=True)
             stages = []
             for stage in STAGES:
-                entry = _measure(stage, workdir, rows, chunk_rows)
-                stages.append(entry)
-                print(
-                    f"{rows:>11,} rows  {stage:<10} {entry['seconds']:>8.1f} s  "
-                    f"{entry['rows_per_s'] or 0:>11,} rows/s  "
-                    f"peak RSS {entry['peak_rss_mb']:>7.1f} MB",
-                    flush=True,
-                )
-            results.append(
-                {"rows": rows, "stages": stages, "parquet_mb": _sizes_on_disk(workdir)}
-            )
-            if not args.keep:
+                stages.append(measure(stage, workdir, rows, opts.chunk_rows))
+                harness.say(f"{rows:>11,} rows  {stages[-1]}")
+            sizes.append({"rows": rows, "stages": stages})
+            if not opts.keep:
                 shutil.rmtree(workdir, ignore_errors=True)
     finally:
-        if not args.keep and args.workdir is None:
+        if not opts.keep and opts.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
-
-    small, large = results[0], results[-1]
-    ratio = {
-        a["stage"]: round(b["peak_rss_mb"] / a["peak_rss_mb"], 2)
-        for a, b in zip(small["stages"], large["stages"], strict=True)
-    }
-    payload = {
-        "quick": args.quick,
-        "sizes": sizes,
-        "chunk_rows": chunk_rows,
-        "source": "simulated (default options, seed 2024)",
-        "rows_per_s_definition": "raw rows / seconds spent in the stage's nodes",
-        "results": results,
-        "peak_rss_ratio_largest_vs_smallest": ratio,
-        "rows_ratio_largest_vs_smallest": large["rows"] / small["rows"],
-    }
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _common
-
-    payload["machine"] = _common.machine_info()
-    stem = args.out or ("data_pipeline_quick" if args.quick else "data_pipeline")
-    path = _common.write_result(stem, payload)
-    print(f"peak RSS ratio {large['rows']:,} vs {small['rows']:,} rows: {ratio}")
-    print(f"wrote {path}")
+    peaks = [{s["stage"]: s["peak_rss_mb"] for s in size["stages"]} for size in sizes]
+    ratio = {stage: round(peaks[-1][stage] / peaks[0][stage], 2) for stage in STAGES}
+    doc = {"chunk_rows": opts.chunk_rows, "sizes": sizes, "peak_rss_ratio": ratio}
+    result.results = doc
+    result.tables, result.figures, result.notes = report(doc)
+    result.write(opts.results_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,63 +1,49 @@
 """GPU check: CUDA training, bf16, torch.compile, GPU throughput, ONNX parity.
 
-One prepared script for a machine with one NVIDIA GPU, in about 6 minutes:
+One prepared script for a machine with one NVIDIA GPU (about 6 minutes):
 
-1. **device** - GPU name, memory, compute capability, driver, torch, CUDA and
-   cuDNN versions, and the GPU's measured bf16 / fp32 matrix-multiply speed
-   (the scale for the throughput figures);
-2. **agreement** - the project's simulator (2 M rows by default) chained
-   through labels, split and encoding exactly like ``kedro run``
-   (``_simulated.prepare``); every architecture with its default experiment
-   parameters trains the same fixed number of steps on the CPU and on the
-   GPU in fp32 and with bf16 autocast. The final training loss and the
-   validation AUC on the GPU must agree with the CPU run within noise: the
-   tolerance is twice the gap between two CPU runs with different seeds,
-   at least 0.005 AUC and 1 % of the loss. NaN anywhere fails;
+1. **device** - GPU, memory, capability, driver, torch / CUDA / cuDNN
+   versions and the measured bf16 / fp32 matmul TFLOP/s;
+2. **agreement** - simulated rows (2 M) through labels, split and encoding
+   as ``kedro run`` chains them (``_simulated.py``); every architecture with
+   its experiment's parameters trains the same steps on the CPU (two seeds)
+   and on the GPU in fp32 and bf16 autocast: the GPU's final training loss
+   and validation AUC must match the CPU run within twice the gap between
+   the two CPU seeds (at least 0.005 AUC and 1 % of the loss); NaN fails;
 3. **weighting** - MMoE with every loss-weighting strategy, fp32 and bf16,
-   a few dozen steps on the GPU: finite losses and weights;
-4. **throughput** - training samples/s of every architecture at the light
-   and heavy sizes of ``train_throughput.py`` with GPU-sized batches (2048
-   and 16384): fp32 and bf16, with the table held on the GPU
-   (``TensorTable.to``) and streamed from host memory (pinned, non-blocking
-   copies), then ``torch.compile``d (bf16, table on the GPU) and, for heavy
-   MMoE, compiled with CUDA graphs (``mode="reduce-overhead"``); peak GPU
-   memory of each. All through the real ``Trainer.fit`` path (fixed
-   weighting, fused Adam). Target on an H200: heavy MMoE >= 5 M samples/s
-   at batch 16384 with bf16 and the table on the GPU;
-5. **onnx** - the GPU-trained MMoE exported with ``export_onnx`` and
-   scored by onnxruntime on the CPU against PyTorch on the GPU (and the
-   same weights on the CPU): max |difference| of the probabilities;
-6. one JSON under ``--out`` (``gpu_check.json``; ``--quick``:
-   ``gpu_check_quick.json``), rewritten after every stage so that a run cut
-   short still leaves what it measured, and a short table on stdout.
+   a few dozen steps: finite losses and weights;
+4. **throughput** - samples/s through ``Trainer.fit`` at the light and heavy
+   sizes of ``_sizes.py`` with GPU-sized batches (2048, 16384): fp32 and
+   bf16 with the table on the GPU (``TensorTable.to``) or streamed from
+   pinned host memory, then bf16 ``torch.compile``d and, for heavy MMoE,
+   with CUDA graphs (``mode="reduce-overhead"``); peak GPU memory. Target
+   on an H200: heavy MMoE >= 5 M samples/s, bf16, table on the GPU.
+   Compiled runs are skipped, and said so, past ``--budget-s``;
+5. **onnx** - the GPU-trained MMoE exported with ``export_onnx``,
+   onnxruntime (CPU) against PyTorch on the GPU and on the CPU.
 
-It needs only what a bare GPU machine with PyTorch carries - torch, numpy,
-pandas, pyarrow, onnx, onnxruntime (onnxscript for the dynamo exporter,
-pyyaml, tqdm) - and the project's own pydantic pin; no Kedro, no install
-step: ``src`` is put on ``sys.path`` when ``mtl_reco`` is not importable.
-Where pydantic is missing, carry its wheels (``make gpu-wheels``, see
-``benchmarks/README.md``). Works with Python 3.11-3.13 and PyTorch >= 2.11.
-
-Every measurement is guarded: an error is recorded in the JSON (``errors``)
-and the check goes on; compiled runs are skipped, and said so, when the time
-budget (``--budget-s``) would be exceeded. Exit status: 0 when every check
-passed, 1 when one failed or errored (the JSON says which), 2 when the check
+The JSON is rewritten after every stage (a run cut short keeps what it
+measured); every error is recorded (``errors``) and the check goes on. Exit
+status: 0 when every check passed, 1 when one failed, 2 when the check
 cannot start (no CUDA, a missing package).
 
-    PYTHONPATH=src python benchmarks/gpu_check.py            # on a GPU, ~6 min
-    python benchmarks/gpu_check.py --quick                   # CPU smoke (CI)
-    python benchmarks/gpu_check.py --stages device,throughput --models mmoe
+It needs only what a bare GPU machine with PyTorch (>= 2.11, Python 3.11 or
+3.12) carries - torch, numpy, pandas, pyarrow, onnx, onnxruntime - and the
+project's pydantic pin (``make gpu-wheels`` carries its wheels); Kedro, MLflow
+and scikit-learn are never imported, and ``src`` is put on ``sys.path`` when
+``mtl_reco`` is not importable.
 
-``--quick`` runs every stage on the CPU at tiny sizes (the "GPU" is the CPU,
-autocast is then a no-op and said so, ``torch.compile`` uses the
-``aot_eager`` backend: it traces and differentiates the models like
-inductor does, without generating C++), so the script is known to work
-before it meets a GPU.
+    PYTHONPATH=src python benchmarks/gpu_check.py            # on a GPU
+    python benchmarks/gpu_check.py --stages device,throughput --models mmoe
+    python benchmarks/gpu_check.py --quick                   # CPU smoke (CI)
+
+``--quick`` runs every stage on the CPU at tiny sizes (autocast is then a
+no-op, ``torch.compile`` uses the ``aot_eager`` backend). Writes
+``results/gpu_check.json`` (``--quick``: ``gpu_check_quick.json``; ``--out``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import math
@@ -67,46 +53,28 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import _common
+import harness
+from harness import Table, option
 
-NAME = "gpu_check"
-ARCHS = ("shared_bottom", "esmm", "mmoe", "ple", "aitm")
-STAGES = ("device", "agreement", "weighting", "throughput", "onnx")
-#: GPU-sized batches for the two size classes of ``train_throughput.py``.
-BATCH = {"light": 2048, "heavy": 16384}
-QUICK_BATCH = {"light": 128, "heavy": 256}
-TARGET_SAMPLES_PER_S = 5_000_000  # heavy MMoE, bf16, table on the GPU (H200)
-AUC_FLOOR = 0.005  # smallest AUC tolerance of the agreement check
-LOSS_FLOOR = 0.01  # smallest relative loss tolerance
-PARITY_TOL = 1e-4  # max |torch - onnxruntime| of a probability
-
-
-def _import_project() -> None:
-    """Make ``mtl_reco`` importable from a plain checkout (``src`` layout)."""
-    try:
-        import mtl_reco  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(_common.PROJECT_ROOT / "src"))
-
-
-_import_project()
+try:
+    import mtl_reco  # noqa: F401
+except ImportError:  # a plain checkout: the src layout
+    sys.path.insert(0, str(harness.PROJECT_ROOT / "src"))
 try:
     import _simulated
-    import train_throughput as _tt
+    import _sizes
     from mtl_reco.modeling.config import TrainerConfig
-    from mtl_reco.modeling.data import TensorTable
     from mtl_reco.modeling.device import DeviceError, resolve_device
     from mtl_reco.modeling.export import check_parity, export_onnx
-    from mtl_reco.modeling.models.base import MultiTaskModel
     from mtl_reco.modeling.models.registry import build_model
-    from mtl_reco.modeling.trainer import Trainer, TrainResult
+    from mtl_reco.modeling.trainer import Trainer
     from mtl_reco.modeling.weighting.registry import (
         available_strategies,
         build_strategy,
@@ -116,151 +84,154 @@ except ImportError as _exc:  # a bare machine without the project's pins
 else:
     _MISSING = None
 
+NAME = "gpu_check"
+ARCHS = ("shared_bottom", "esmm", "mmoe", "ple", "aitm")
+STAGES = ("device", "agreement", "weighting", "throughput", "onnx")
+BATCH, QUICK_BATCH = {"light": 2048, "heavy": 16384}, {"light": 128, "heavy": 256}
+TARGET = 5_000_000  # heavy MMoE samples/s, bf16, table on the GPU (H200)
+AUC_FLOOR, LOSS_FLOOR, PARITY_TOL = 0.005, 0.01, 1e-4
+#: throughput settings: name -> (bf16 autocast, table, compile mode)
+SETTINGS = {
+    "fp32": (False, "device", None),
+    "bf16": (True, "device", None),
+    "fp32_host": (False, "host", None),
+    "bf16_host": (True, "host", None),
+    "bf16_compiled": (True, "device", "default"),
+    "bf16_cudagraphs": (True, "device", "reduce-overhead"),
+}
+LABELS = {
+    "fp32": "fp32",
+    "bf16": "bf16",
+    "fp32_host": "fp32, host table",
+    "bf16_host": "bf16, host table",
+    "bf16_compiled": "bf16, compiled",
+    "bf16_cudagraphs": "bf16, CUDA graphs",
+}
 
-# -- small helpers -------------------------------------------------------------------
+
+@dataclass
+class Options(harness.Config):
+    results_dir: str = option(
+        str(harness.RESULTS_DIR), "output folder", flags=["--out"]
+    )
+    device: str = option("cuda", "cuda[:N]", quick="cpu")
+    stages: tuple[str, ...] = option(STAGES, "", choices=STAGES)
+    models: tuple[str, ...] = option(ARCHS, "", choices=ARCHS)
+    sizes: tuple[str, ...] = option(("light", "heavy"), "", choices=tuple(BATCH))
+    rows: int = option(2_000_000, "simulated rows", quick=20_000)
+    steps: int = option(200, "agreement steps", quick=4)
+    agreement_batch: int = option(2048, "", quick=256)
+    weighting_steps: int = option(40, "", quick=2)
+    valid_rows: int = option(100_000, "", quick=2_000)
+    parity_rows: int = option(16_384, "", quick=512)
+    warm_steps: int = option(5, "untimed throughput steps", quick=2)
+    timed_steps: int = option(100, "timed throughput steps", quick=3)
+    repeats: int = option(2, "timed repetitions (best counts)")
+    compile: bool = option(True, "measure torch.compile'd training too")
+    cudagraphs: bool = option(True, "heavy MMoE with reduce-overhead (CUDA)")
+    compile_backend: str = option("inductor", "", quick="aot_eager")
+    compile_estimate_s: float = option(40.0, "a compiled run's cost", quick=10.0)
+    budget_s: float = option(330.0, "no compiled run past this", quick=600.0)
+    seed: int = option(2026, "")
+
+    @property
+    def batch(self) -> dict[str, int]:
+        return dict(QUICK_BATCH if self.quick else BATCH)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def head(table: TensorTable, rows: int) -> TensorTable:
-    """The first ``rows`` rows (views, no copy; extras dropped)."""
-    return TensorTable(
-        sparse=table.sparse[:rows],
-        dense=table.dense[:rows],
-        labels=table.labels[:rows],
-        task_names=table.task_names,
-    )
+def head(table: Any, rows: int) -> Any:
+    """The first ``rows`` rows (views; extras dropped)."""
+    t = table
+    return type(t)(t.sparse[:rows], t.dense[:rows], t.labels[:rows], t.task_names)
 
 
-def finite(values: Sequence[float] | Mapping[str, float]) -> bool:
+def finite(values: Any) -> bool:
     items = values.values() if isinstance(values, Mapping) else values
     return all(isinstance(v, int | float) and math.isfinite(v) for v in items)
 
 
-def _peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mb(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-
-
 class Check:
-    """Collects results, errors and stage times; writes the JSON after each stage."""
+    """Results, errors and stage times; the JSON rewritten after each stage."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.start = time.monotonic()
-        self.payload: dict[str, Any] = {
-            "config": vars(args).copy(),
-            "machine": _common.machine_info(),
-            "errors": [],
-        }
-        self.payload["config"]["stages"] = list(args.stages)
-        self.stage_s: dict[str, float] = {}
-        self.failed: list[str] = []
+    def __init__(self, opts: Options) -> None:
+        self.opts, self.start = opts, time.monotonic()
+        self.result = harness.start(NAME, opts, batch=opts.batch)
+        self.doc: dict[str, Any] = {"errors": [], "failed": [], "stage_s": {}}
+        self.result.results = self.doc
 
-    def remaining(self) -> float:
-        return self.args.budget_s - (time.monotonic() - self.start)
+    def fail(self, text: str) -> None:
+        self.doc["failed"].append(text)
 
     def error(self, where: str, exc: BaseException) -> dict[str, Any]:
-        """Record ``exc`` (one line plus the last frames) and count it as a failure."""
         line = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        entry = {"where": where, "error": line, "traceback": "".join(frames)[-3000:]}
-        self.payload["errors"].append(entry)
-        self.failed.append(f"{where}: {line}")
-        print(f"  ERROR in {where}: {line}", flush=True)
+        trace = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        entry = {"where": where, "error": line, "traceback": "".join(trace)[-3000:]}
+        self.doc["errors"].append(entry)
+        self.fail(f"{where}: {line}")
+        harness.say(f"  ERROR in {where}: {line}")
         return {"error": line}
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         t0 = time.monotonic()
-        print(f"\n== {name} ==", flush=True)
+        harness.say(f"\n== {name} ==")
         try:
             yield
-        except Exception as exc:  # a stage that breaks leaves the others running
+        except Exception as exc:  # a broken stage leaves the others running
             self.error(name, exc)
         finally:
-            self.stage_s[name] = round(time.monotonic() - t0, 1)
+            self.doc["stage_s"][name] = round(time.monotonic() - t0, 1)
             self.write()
 
-    def write(self) -> Path:
-        self.payload["stage_s"] = self.stage_s
-        self.payload["wall_s"] = round(time.monotonic() - self.start, 1)
-        self.payload["failed"] = self.failed
-        self.payload["passed"] = not self.failed
-        self.payload["peak_rss_mb"] = _common.peak_rss_mb()
-        return _common.write_result(self.args.name, self.payload, Path(self.args.out))
+    def left(self) -> float:
+        return self.opts.budget_s - (time.monotonic() - self.start)
+
+    def write(self, quiet: bool = True) -> Path:
+        self.doc["passed"] = not self.doc["failed"]
+        self.result.tables, self.result.notes = report(self.doc)
+        return self.result.write(self.opts.results_dir, quiet=quiet)
 
 
-# -- 1. device -----------------------------------------------------------------------
-def _nvidia_smi() -> dict[str, str] | None:
-    query = "name,driver_version,memory.total,clocks.max.sm,power.limit"
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    first = out.splitlines()[0] if out else ""
-    return dict(
-        zip(query.split(","), (v.strip() for v in first.split(",")), strict=False)
-    )
-
-
+# -- stages -------------------------------------------------------------------------
 def device_info(device: torch.device) -> dict[str, Any]:
+    cuda = device.type == "cuda"
     info: dict[str, Any] = {
-        "device": str(device),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-    }
-    if device.type == "cuda":
+        "device": str(device), "python": platform.python_version(),
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+    }  # fmt: skip
+    if cuda:
         props = torch.cuda.get_device_properties(device)
-        info.update(
-            name=props.name,
-            memory_gib=round(props.total_memory / 2**30, 1),
-            capability=f"{props.major}.{props.minor}",
-            multiprocessors=props.multi_processor_count,
-            bf16_supported=bool(torch.cuda.is_bf16_supported()),
-            nvidia_smi=_nvidia_smi(),
-        )
-        smi = info["nvidia_smi"] or {}
-        info["driver"] = smi.get("driver_version")
+        info["name"], info["capability"] = props.name, f"{props.major}.{props.minor}"
+        info["memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["bf16_supported"] = bool(torch.cuda.is_bf16_supported())
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
+            smi = subprocess.run(query, capture_output=True, text=True, timeout=20)
+            info["driver"] = smi.stdout.split()[0]
+    n = 8192 if cuda else 256
+    info["matmul"] = {"n": n}
+    for label, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        for i in range(13):  # 3 warm-ups, 10 timed
+            if i == 3:
+                sync(device)
+                t0 = time.perf_counter()
+            a @ b
+        sync(device)
+        seconds = time.perf_counter() - t0
+        info["matmul"][f"{label}_tflops"] = 20 * n**3 / seconds / 1e12
     return info
 
 
-def matmul_tflops(
-    device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10
-) -> float:
-    """Mean TFLOP/s of ``repeats`` square ``n x n`` products after 3 warm-ups."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync(device)
-    return 2.0 * n**3 * repeats / (time.perf_counter() - t0) / 1e12
-
-
-# -- 2. agreement --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Short:
-    """A short, fixed-step training run."""
+    """A short fixed-step training run of the agreement and weighting stages."""
 
     arch: str
     device: str
@@ -270,612 +241,374 @@ class Short:
 
 
 def train_short(
-    run: Short,
-    data: _simulated.FunnelData,
-    steps: int,
-    batch_size: int,
-    valid: TensorTable | None,
-    params: Mapping[str, Any],
-) -> tuple[dict[str, Any], MultiTaskModel]:
-    """Train ``steps`` batches with the project's defaults; losses, AUC, speed."""
+    run: Short, data: Any, steps: int, opts: Options, valid: Any = None
+) -> tuple[dict[str, Any], Any]:
+    """``steps`` batches with the project's defaults; losses, weights, AUC."""
+    params = _simulated.project_parameters()
     torch.manual_seed(run.seed)
-    model = build_model(
-        run.arch, data.schema, None, _simulated.model_params(run.arch, dict(params))
-    )
-    config = _simulated.trainer_config(
-        dict(params),
-        device=run.device,
-        amp=run.amp,
-        epochs=1,
-        seed=run.seed,
-        batch_size=batch_size,
-        drop_last=True,
-        eval_batch_size=16384,
-        early_stopping={"patience": 0},
-    )
-    strategy = build_strategy(run.weighting, model.task_names)
-    trainer = Trainer(model, strategy, config)
-    t0 = time.perf_counter()
-    result = trainer.fit(head(data.tables["train"], steps * batch_size), valid)
-    seconds = time.perf_counter() - t0
-    record = result.history[-1]
-    out: dict[str, Any] = {
-        "device": run.device,
-        "amp": run.amp,
-        "amp_effective": run.amp and trainer.device.type == "cuda",
-        "seed": run.seed,
-        "weighting": run.weighting,
-        "steps": steps,
-        "batch_size": batch_size,
-        "train_loss": record["train_loss"],
-        "weights": record["weights"],
-        "samples_per_s": record["samples_per_s"],
-        "seconds": round(seconds, 2),
-    }
+    config = _simulated.model_params(run.arch, params)
+    model = build_model(run.arch, data.schema, None, config)
+    batch = opts.agreement_batch
+    trainer = Trainer(
+        model,
+        build_strategy(run.weighting, model.task_names),
+        _simulated.trainer_config(
+            params, device=run.device, amp=run.amp, epochs=1, seed=run.seed,
+            drop_last=True, batch_size=batch, early_stopping={"patience": 0},
+        ),
+    )  # fmt: skip
+    last = trainer.fit(head(data.tables["train"], steps * batch), valid).history[-1]
+    out = {**asdict(run), "steps": steps, "samples_per_s": last["samples_per_s"]}
+    out["amp_effective"] = run.amp and trainer.device.type == "cuda"
+    out["train_loss"], out["weights"] = last["train_loss"], last["weights"]
     if valid is not None:
-        out["valid_auc"] = {
-            k: v for k, v in record["valid"].items() if k.endswith(".auc")
-        }
-        out["valid_loss"] = record["valid"]["loss"]
-    out["finite"] = finite(out["train_loss"]) and finite(out["weights"])
-    if valid is not None:
-        out["finite"] = out["finite"] and finite(out["valid_auc"])
+        out["valid_auc"] = {k: v for k, v in last["valid"].items() if ".auc" in k}
+    parts = ("train_loss", "weights", "valid_auc")
+    out["finite"] = all(finite(out.get(k, {})) for k in parts)
     return out, model
 
 
-def compare_runs(
-    cpu: Mapping[str, Any], cpu_other_seed: Mapping[str, Any], dev: Mapping[str, Any]
-) -> dict[str, Any]:
+def compare_runs(cpu: Mapping, cpu_other: Mapping, dev: Mapping) -> dict[str, Any]:
     """``dev`` against ``cpu``, with the two CPU seeds as the noise scale."""
-    auc = "mean.auc"
-    loss = "total"
 
-    def rel(a: float, b: float) -> float:
-        return abs(a - b) / max(abs(b), 1e-12)
+    def auc(r: Mapping) -> float:
+        return float(r["valid_auc"]["mean.auc"])
 
-    noise_auc = abs(cpu["valid_auc"][auc] - cpu_other_seed["valid_auc"][auc])
-    noise_loss = rel(cpu_other_seed["train_loss"][loss], cpu["train_loss"][loss])
-    d_auc = abs(dev["valid_auc"][auc] - cpu["valid_auc"][auc])
-    d_loss = rel(dev["train_loss"][loss], cpu["train_loss"][loss])
-    tol_auc = max(2 * noise_auc, AUC_FLOOR)
-    tol_loss = max(2 * noise_loss, LOSS_FLOOR)
-    ok = bool(dev["finite"]) and d_auc <= tol_auc and d_loss <= tol_loss
+    def loss(r: Mapping) -> float:
+        return float(r["train_loss"]["total"])
+
+    def rel(a: Mapping, b: Mapping) -> float:
+        return abs(loss(a) - loss(b)) / max(abs(loss(b)), 1e-12)
+
+    noise = {"auc": abs(auc(cpu) - auc(cpu_other)), "loss_rel": rel(cpu_other, cpu)}
+    d_auc, d_loss = abs(auc(dev) - auc(cpu)), rel(dev, cpu)
+    tol_auc = max(2 * noise["auc"], AUC_FLOOR)
+    tol_loss = max(2 * noise["loss_rel"], LOSS_FLOOR)
     return {
-        "valid_mean_auc": dev["valid_auc"][auc],
-        "cpu_valid_mean_auc": cpu["valid_auc"][auc],
-        "abs_diff_auc": d_auc,
-        "tolerance_auc": tol_auc,
-        "train_loss": dev["train_loss"][loss],
-        "cpu_train_loss": cpu["train_loss"][loss],
-        "rel_diff_loss": d_loss,
-        "tolerance_loss": tol_loss,
-        "seed_noise": {"auc": noise_auc, "loss_rel": noise_loss},
-        "agree": ok,
-    }
+        "valid_mean_auc": auc(dev), "cpu_valid_mean_auc": auc(cpu),
+        "abs_diff_auc": d_auc, "tolerance_auc": tol_auc,
+        "train_loss": loss(dev), "cpu_train_loss": loss(cpu),
+        "rel_diff_loss": d_loss, "tolerance_loss": tol_loss, "seed_noise": noise,
+        "agree": bool(dev["finite"]) and d_auc <= tol_auc and d_loss <= tol_loss,
+    }  # fmt: skip
 
 
-def stage_agreement(
-    check: Check, data: _simulated.FunnelData, device: torch.device
-) -> dict[str, MultiTaskModel]:
+def stage_agreement(check: Check, data: Any, device: torch.device) -> dict[str, Any]:
     """Every architecture on the CPU (two seeds) and on ``device`` (fp32, bf16)."""
-    args = check.args
-    params = _simulated.project_parameters()
-    valid = head(data.tables["valid"], args.valid_rows)
-    out: dict[str, Any] = {
-        "steps": args.steps,
-        "batch_size": args.agreement_batch,
-        "valid_rows": len(valid),
-        "rule": (
-            f"|device - cpu| <= max(2 x |cpu seed {args.seed} - cpu seed "
-            f"{args.seed + 1}|, floor) for validation mean AUC (floor {AUC_FLOOR}) "
-            f"and the final training loss (relative, floor {LOSS_FLOOR}); "
-            "every loss, weight and AUC finite"
-        ),
-        "models": {},
-    }
-    check.payload["agreement"] = out
-    kept: dict[str, MultiTaskModel] = {}
-    for arch in args.models:
+    o = check.opts
+    valid = head(data.tables["valid"], o.valid_rows)
+    rule = (
+        f"|device - cpu| <= max(2 x |cpu seed {o.seed} - cpu seed {o.seed + 1}|, "
+        f"floor) for validation mean AUC (floor {AUC_FLOOR}) and the final training "
+        f"loss (relative, floor {LOSS_FLOOR}); every loss, weight and AUC finite"
+    )
+    out: dict[str, Any] = {"steps": o.steps, "batch_size": o.agreement_batch}
+    check.doc["agreement"] = out | {"valid_rows": len(valid), "rule": rule}
+    models, kept = check.doc["agreement"].setdefault("models", {}), {}
+    for arch in o.models:
         runs: dict[str, Any] = {}
-        entry: dict[str, Any] = {"runs": runs}
-        out["models"][arch] = entry
+        entry = models[arch] = {"runs": runs}
         plan = {
-            "cpu": Short(arch, "cpu", False, args.seed),
-            "cpu_seed2": Short(arch, "cpu", False, args.seed + 1),
-            "fp32": Short(arch, str(device), False, args.seed),
-            "bf16": Short(arch, str(device), True, args.seed),
+            "cpu": Short(arch, "cpu", False, o.seed),
+            "cpu_seed2": Short(arch, "cpu", False, o.seed + 1),
+            "fp32": Short(arch, str(device), False, o.seed),
+            "bf16": Short(arch, str(device), True, o.seed),
         }
         for key, run in plan.items():
             try:
-                runs[key], model = train_short(
-                    run, data, args.steps, args.agreement_batch, valid, params
-                )
+                runs[key], model = train_short(run, data, o.steps, o, valid)
             except Exception as exc:  # recorded; the other runs go on
                 runs[key] = check.error(f"agreement {arch} {key}", exc)
                 continue
-            if key == "fp32":
-                kept[arch] = model
-        if all("error" not in runs[k] for k in ("cpu", "cpu_seed2")):
-            for key in ("fp32", "bf16"):
-                if "error" in runs[key]:
-                    continue
-                entry[key] = compare_runs(runs["cpu"], runs["cpu_seed2"], runs[key])
-                if not entry[key]["agree"]:
-                    check.failed.append(f"agreement {arch} {key}: {entry[key]}")
+            kept[arch] = model if key == "fp32" else kept.get(arch)
         for key in ("fp32", "bf16"):
-            if key in entry:
-                e = entry[key]
-                print(
-                    f"  {arch:13s} {key}: AUC {e['valid_mean_auc']:.4f} vs cpu "
-                    f"{e['cpu_valid_mean_auc']:.4f} (|d| {e['abs_diff_auc']:.4f} <= "
-                    f"{e['tolerance_auc']:.4f}?), loss {e['train_loss']:.4f} vs "
-                    f"{e['cpu_train_loss']:.4f} -> {'ok' if e['agree'] else 'DIFFERS'}",
-                    flush=True,
-                )
+            if any("error" in runs[k] for k in ("cpu", "cpu_seed2", key)):
+                continue
+            e = entry[key] = compare_runs(runs["cpu"], runs["cpu_seed2"], runs[key])
+            if not e["agree"]:
+                check.fail(f"agreement {arch} {key}: {e}")
+            harness.say(
+                f"  {arch:13s} {key}: AUC {e['valid_mean_auc']:.4f} vs cpu "
+                f"{e['cpu_valid_mean_auc']:.4f}, loss {e['train_loss']:.4f} vs "
+                f"{e['cpu_train_loss']:.4f} -> {'ok' if e['agree'] else 'DIFFERS'}"
+            )
     return kept
 
 
-# -- 3. weighting --------------------------------------------------------------------
-def stage_weighting(
-    check: Check, data: _simulated.FunnelData, device: torch.device
-) -> None:
-    args = check.args
-    params = _simulated.project_parameters()
-    valid = head(data.tables["valid"], args.valid_rows)
-    out: dict[str, Any] = {"model": "mmoe", "steps": args.weighting_steps, "runs": {}}
-    check.payload["weighting"] = out
+def stage_weighting(check: Check, data: Any, device: torch.device) -> None:
+    o = check.opts
+    valid = head(data.tables["valid"], o.valid_rows)
+    runs: dict[str, Any] = {}
+    check.doc["weighting"] = {"model": "mmoe", "steps": o.weighting_steps, "runs": runs}
     for name in available_strategies():
         for amp in (False, True):
             key = f"{name}.{'bf16' if amp else 'fp32'}"
-            run = Short("mmoe", str(device), amp, args.seed, weighting=name)
+            run = Short("mmoe", str(device), amp, o.seed, name)
             try:
-                res, _ = train_short(
-                    run, data, args.weighting_steps, args.agreement_batch, valid, params
-                )
+                runs[key], _ = train_short(run, data, o.weighting_steps, o, valid)
             except Exception as exc:  # recorded; the other strategies go on
-                out["runs"][key] = check.error(f"weighting {key}", exc)
+                runs[key] = check.error(f"weighting {key}", exc)
                 continue
-            out["runs"][key] = res
-            if not res["finite"]:
-                check.failed.append(f"weighting {key}: non-finite {res}")
-            print(
-                f"  {key:18s} loss {res['train_loss']['total']:.4f}, AUC "
-                f"{res['valid_auc']['mean.auc']:.4f}, {res['samples_per_s']:,.0f} "
-                f"samples/s{'' if res['finite'] else ' NON-FINITE'}",
-                flush=True,
-            )
-
-
-# -- 4. throughput -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setting:
-    """How one throughput measurement trains."""
-
-    name: str
-    amp: bool
-    table: str  # "device" | "host"
-    compile_mode: str | None = None  # None: eager
-
-
-EAGER = (
-    Setting("fp32", False, "device"),
-    Setting("bf16", True, "device"),
-    Setting("fp32_host", False, "host"),
-    Setting("bf16_host", True, "host"),
-)
-COMPILED = Setting("bf16_compiled", True, "device", "default")
-CUDAGRAPHS = Setting("bf16_cudagraphs", True, "device", "reduce-overhead")
-
-
-def _throughput_model(
-    arch: str, size: str, data: _simulated.FunnelData, seed: int
-) -> MultiTaskModel:
-    spec = _tt.SIZES[size]
-    torch.manual_seed(seed)
-    params = {**spec.models[arch], "embedding_dim": spec.embedding_for(arch)}
-    return build_model(arch, data.schema, None, params)
+            if not runs[key]["finite"]:
+                check.fail(f"weighting {key}: non-finite {runs[key]}")
+            harness.say(f"  {key:18s} loss {runs[key]['train_loss']['total']:.4f}")
 
 
 def measure(
-    check: Check,
-    arch: str,
-    size: str,
-    setting: Setting,
-    tables: Mapping[str, TensorTable],
-    data: _simulated.FunnelData,
+    check: Check, arch: str, size: str, setting: str, tables: Mapping, data: Any,
     device: torch.device,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Warm up, then time ``Trainer.fit`` over a fixed number of batches."""
-    args = check.args
-    batch = args.batch[size]
-    model = _throughput_model(arch, size, data, args.seed)
-    flops = _tt.forward_matmul_flops(arch, model)
-    if setting.compile_mode is not None:
-        mode = None if setting.compile_mode == "default" else setting.compile_mode
-        if args.compile_backend != "inductor":
-            mode = None  # modes are inductor options
-        model.compile(backend=args.compile_backend, mode=mode)
+    o, batch = check.opts, check.opts.batch[size]
+    amp, where, mode = SETTINGS[setting]
+    params = _sizes.model_params(size, arch)
+    torch.manual_seed(o.seed)
+    model = build_model(arch, data.schema, None, params)
+    flops = _sizes.forward_matmul_flops(arch, params, data.schema)
+    if mode is not None:  # modes are inductor options
+        inductor = o.compile_backend == "inductor" and mode != "default"
+        model.compile(backend=o.compile_backend, mode=mode if inductor else None)
     config = TrainerConfig(
-        device=str(device),
-        amp=setting.amp,
-        epochs=1,
-        batch_size=batch,
-        drop_last=True,
-        seed=args.seed,
-        progress=False,
-        optimizer={"name": "adam", "lr": _tt.LR, "weight_decay": _tt.WEIGHT_DECAY},
-        early_stopping={"patience": 0},
-    )
+        device=str(device), amp=amp, epochs=1, batch_size=batch, drop_last=True,
+        seed=o.seed, progress=False, early_stopping={"patience": 0},
+        optimizer={"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
+    )  # fmt: skip
     trainer = Trainer(model, build_strategy("fixed", model.task_names), config)
-    table = tables[setting.table]
-    _peak_reset(device)
-    sync(device)
-    t0 = time.perf_counter()
-    trainer.fit(head(table, args.warm_steps * batch))
-    sync(device)
-    warm_s = time.perf_counter() - t0
-    steps = min(args.timed_steps, len(table) // batch)
-    timed: list[float] = []
-    last: TrainResult | None = None
-    for _ in range(args.repeats):
+    table, cuda = tables[where], device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    steps, timed = min(o.timed_steps, len(table) // batch), []
+    for rep in range(-1, o.repeats):  # repetition -1: the warm-up
         sync(device)
         t0 = time.perf_counter()
-        last = trainer.fit(head(table, steps * batch))
+        last = trainer.fit(head(table, (o.warm_steps if rep < 0 else steps) * batch))
         sync(device)
         timed.append(time.perf_counter() - t0)
-    assert last is not None
+    warm_s, timed = timed[0], timed[1:]
+    sps = steps * batch / min(timed)
     loss = last.history[-1]["train_loss"]
-    best = min(timed)
-    sps = steps * batch / best
     res = {
-        "model": arch,
-        "size": size,
-        "setting": setting.name,
-        "amp": setting.amp,
-        "amp_effective": setting.amp and device.type == "cuda",
-        "table": setting.table,
-        "compile": setting.compile_mode,
-        "compile_backend": args.compile_backend if setting.compile_mode else None,
-        "batch_size": batch,
-        "steps": steps,
-        "warmup_s": round(warm_s, 2),
-        "timed_s": timed,
-        "samples_per_s": sps,
-        "steps_per_s": steps / best,
-        "train_tflops": 3 * flops * sps / 1e12,
-        "forward_mflop_per_sample": flops / 1e6,
-        "peak_gpu_mem_mb": _peak_mb(device),
-        "final_train_loss": loss,
-        "finite": finite(loss),
-    }
+        "model": arch, "size": size, "setting": setting, "amp": amp,
+        "amp_effective": amp and cuda, "table": where, "compile": mode,
+        "compile_backend": o.compile_backend if mode else None, "batch_size": batch,
+        "steps": steps, "warmup_s": round(warm_s, 2), "timed_s": timed,
+        "samples_per_s": sps, "steps_per_s": steps / min(timed),
+        "train_tflops": 3 * flops * sps / 1e12, "forward_mflop_per_sample": flops / 1e6,
+        "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        if cuda else None,
+        "final_train_loss": loss, "finite": finite(loss),
+    }  # fmt: skip
     if not res["finite"]:
-        check.failed.append(f"throughput {arch} {size} {setting.name}: non-finite")
-    peak = res["peak_gpu_mem_mb"]
-    print(
-        f"  {size:5s} {arch:13s} {setting.name:15s} batch {batch:6d}: "
-        f"{sps:>13,.0f} samples/s ({res['train_tflops']:.2f} TFLOP/s"
-        f"{'' if peak is None else f', peak {peak:.0f} MiB'}, warm-up {warm_s:.1f} s)",
-        flush=True,
-    )
+        check.fail(f"throughput {arch} {size} {setting}: non-finite")
+    harness.say(f"  {size:5s} {arch:13s} {setting:15s} {sps:>13,.0f} samples/s")
     return res
 
 
 def stage_throughput(
-    check: Check,
-    data: _simulated.FunnelData,
-    device: torch.device,
-    tables: Mapping[str, TensorTable],
-    compiled: bool,
+    check: Check, data: Any, device: torch.device, tables: Mapping, compiled: bool
 ) -> None:
-    """Eager settings (``compiled=False``) or the compiled ones, budget allowing."""
-    args = check.args
-    rows = check.payload.setdefault("throughput", [])
-    sizes = [s for s in ("heavy", "light") if s in args.sizes]
+    """The eager settings, or (``compiled``) the compiled ones, budget allowing."""
+    o = check.opts
+    rows = check.doc.setdefault("throughput", [])
+    sizes = [s for s in ("heavy", "light") if s in o.sizes]
+    eager = [s for s, (_, _, mode) in SETTINGS.items() if mode is None]
     if not compiled:
-        plan = [(s, a, st) for s in sizes for a in args.models for st in EAGER]
-    else:
-        # the target's case first, then the other heavy models, then light
-        order = sorted(args.models, key=lambda a: a != "mmoe")
-        plan = [(s, a, COMPILED) for s in sizes for a in order]
-        if args.cudagraphs and device.type == "cuda" and "heavy" in sizes:
-            plan.insert(1 if "mmoe" in order else 0, ("heavy", "mmoe", CUDAGRAPHS))
-    compile_cost = float(args.compile_estimate_s)
+        plan = [(s, a, st) for s in sizes for a in o.models for st in eager]
+    else:  # the target's case first, then the other heavy models, then light
+        order = sorted(o.models, key=lambda a: a != "mmoe")
+        plan = [(s, a, "bf16_compiled") for s in sizes for a in order]
+        if o.cudagraphs and device.type == "cuda" and "heavy" in sizes:
+            first = 1 if "mmoe" in order else 0
+            plan.insert(first, ("heavy", "mmoe", "bf16_cudagraphs"))
+    cost = o.compile_estimate_s
     for size, arch, setting in plan:
-        if setting.compile_mode is not None and check.remaining() < compile_cost:
-            rows.append(
-                {
-                    "model": arch,
-                    "size": size,
-                    "setting": setting.name,
-                    "skipped": f"time budget: {check.remaining():.0f} s left, a "
-                    f"compiled run takes about {compile_cost:.0f} s",
-                }
-            )
-            print(f"  {size:5s} {arch:13s} {setting.name:15s} skipped (time budget)")
+        key = {"model": arch, "size": size, "setting": setting}
+        if compiled and check.left() < cost:
+            why = f"{check.left():.0f} s left, a compiled run takes about {cost:.0f} s"
+            rows.append({**key, "skipped": f"time budget: {why}"})
+            harness.say(f"  {size:5s} {arch:13s} {setting:15s} skipped (time budget)")
             continue
         try:
             res = measure(check, arch, size, setting, tables, data, device)
         except Exception as exc:  # recorded; the other settings go on
-            err = check.error(f"throughput {size} {arch} {setting.name}", exc)
-            rows.append({"model": arch, "size": size, "setting": setting.name, **err})
+            where = f"throughput {size} {arch} {setting}"
+            rows.append({**key, **check.error(where, exc)})
             continue
         finally:
-            if setting.compile_mode is not None:
+            if compiled:
                 torch.compiler.reset()  # free the compiled graphs between models
         rows.append(res)
-        if setting.compile_mode is not None:
-            compile_cost = max(
-                compile_cost, 1.2 * res["warmup_s"] + sum(res["timed_s"])
-            )
+        if compiled:
+            cost = max(cost, 1.2 * res["warmup_s"] + sum(res["timed_s"]))
         check.write()
 
 
-def targets(check: Check, device: torch.device) -> dict[str, Any]:
-    rows = [
-        r
-        for r in check.payload.get("throughput", [])
-        if r.get("model") == "mmoe"
-        and r.get("size") == "heavy"
-        and r.get("amp")
-        and r.get("table") == "device"
-        and "samples_per_s" in r
-    ]
-    best = max(rows, key=lambda r: r["samples_per_s"], default=None)
-    applies = device.type == "cuda" and check.args.batch["heavy"] == BATCH["heavy"]
-    return {
-        "heavy_mmoe_bf16_device_table": {
-            "target_samples_per_s": TARGET_SAMPLES_PER_S,
-            "batch_size": check.args.batch["heavy"],
-            "best_samples_per_s": None if best is None else best["samples_per_s"],
-            "best_setting": None if best is None else best["setting"],
-            "applies": applies,
-            "met": None
-            if not applies or best is None
-            else best["samples_per_s"] >= TARGET_SAMPLES_PER_S,
-        }
-    }
-
-
-# -- 5. onnx -------------------------------------------------------------------------
-def stage_onnx(
-    check: Check,
-    model: MultiTaskModel,
-    data: _simulated.FunnelData,
-    device: torch.device,
-) -> None:
-    rows = head(data.tables["valid"], check.args.parity_rows)
+def stage_onnx(check: Check, model: Any, data: Any) -> None:
+    rows = head(data.tables["valid"], check.opts.parity_rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mmoe.onnx"
         t0 = time.perf_counter()
         description = export_onnx(model, path)
         export_s = time.perf_counter() - t0
-        worst_device = check_parity(model, path, rows, max_rows=None)
+        worst = check_parity(model, path, rows, max_rows=None)
         on_cpu = copy.deepcopy(model).to("cpu")
         worst_cpu = check_parity(on_cpu, path, rows, max_rows=None)
-        size_kb = path.stat().st_size / 1024
-    ok = worst_device <= PARITY_TOL and worst_cpu <= PARITY_TOL
-    check.payload["onnx"] = {
+    ok = max(worst, worst_cpu) <= PARITY_TOL
+    check.doc["onnx"] = {
         "model": "mmoe (agreement stage, fp32, trained on the device)",
         "trained_on": str(next(model.parameters()).device),
-        "exporter": description["exporter"],
-        "export_s": round(export_s, 2),
-        "file_kb": round(size_kb, 1),
-        "rows": len(rows),
-        "max_abs_diff_vs_device_torch": worst_device,
-        "max_abs_diff_vs_cpu_torch": worst_cpu,
-        "tolerance": PARITY_TOL,
-        "parity": ok,
-    }
+        "exporter": description["exporter"], "export_s": round(export_s, 2),
+        "rows": len(rows), "max_abs_diff_vs_device_torch": worst,
+        "max_abs_diff_vs_cpu_torch": worst_cpu, "tolerance": PARITY_TOL, "parity": ok,
+    }  # fmt: skip
     if not ok:
-        check.failed.append(f"onnx parity: {check.payload['onnx']}")
-    print(
-        f"  exported with {description['exporter']} in {export_s:.1f} s; "
-        f"max |onnxruntime - torch on {device}| = {worst_device:.2e}, "
-        f"vs torch on cpu {worst_cpu:.2e} -> {'ok' if ok else 'FAILED'}",
-        flush=True,
-    )
+        check.fail(f"onnx parity: {check.doc['onnx']}")
+    harness.say(f"  max |onnxruntime - torch| {worst:.2e}, on the CPU {worst_cpu:.2e}")
 
 
-# -- summary -------------------------------------------------------------------------
-def print_summary(check: Check) -> None:
-    rows = [r for r in check.payload.get("throughput", []) if "samples_per_s" in r]
-    if rows:
-        settings = list(dict.fromkeys(r["setting"] for r in rows))
-        print("\nsamples/s (best of the timed repetitions)")
-        print(f"{'size':5s} {'model':13s} " + " ".join(f"{s:>15s}" for s in settings))
-        keys = list(dict.fromkeys((r["size"], r["model"]) for r in rows))
-        for size, arch in keys:
-            cells = []
-            for s in settings:
-                hit = [
-                    r
-                    for r in rows
-                    if (r["size"], r["model"], r["setting"]) == (size, arch, s)
-                ]
-                cells.append(f"{hit[0]['samples_per_s']:>15,.0f}" if hit else " " * 15)
-            print(f"{size:5s} {arch:13s} " + " ".join(cells))
-    tgt = check.payload.get("targets", {}).get("heavy_mmoe_bf16_device_table")
-    if tgt and tgt["best_samples_per_s"] is not None:
-        verdict = (
-            "met"
-            if tgt["met"]
-            else "missed"
-            if tgt["met"] is False
-            else "not applicable here"
+def targets(check: Check, device: torch.device) -> dict[str, Any]:
+    wanted = ("mmoe", "heavy", True, "device")
+    rows = [
+        r
+        for r in check.doc.get("throughput", [])
+        if (r["model"], r["size"], r.get("amp"), r.get("table")) == wanted
+        and "samples_per_s" in r
+    ]
+    best = max(rows, key=lambda r: r["samples_per_s"], default={})
+    applies = device.type == "cuda" and check.opts.batch["heavy"] == BATCH["heavy"]
+    sps = best.get("samples_per_s")
+    return {
+        "heavy_mmoe_bf16_device_table": {
+            "target_samples_per_s": TARGET, "batch_size": check.opts.batch["heavy"],
+            "best_samples_per_s": sps, "best_setting": best.get("setting"),
+            "applies": applies,
+            "met": None if not applies or sps is None else sps >= TARGET,
+        }
+    }  # fmt: skip
+
+
+def report(doc: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
+    """The agreement and throughput tables; device, parity, target, verdict."""
+    tables, notes = [], []
+    if dev := doc.get("device"):
+        mm = dev["matmul"]
+        notes.append(
+            f"Device: {dev.get('name', dev['device'])}, driver {dev.get('driver')}, "
+            f"torch {dev['torch']}, CUDA {dev['torch_cuda']}, Python {dev['python']}; "
+            f"matmul (n={mm['n']}) bf16 {mm.get('bf16_tflops', 0):.1f} TFLOP/s, "
+            f"fp32 {mm.get('fp32_tflops', 0):.1f} TFLOP/s."
         )
-        print(
-            f"\ntarget heavy MMoE bf16, table on the device, batch "
-            f"{tgt['batch_size']}: {tgt['best_samples_per_s']:,.0f} samples/s "
-            f"({tgt['best_setting']}) vs {tgt['target_samples_per_s']:,} -> {verdict}"
+    if agreement := doc.get("agreement"):
+        a = agreement
+        table = Table(
+            f"**CPU/GPU agreement** ({a['steps']} steps of batch {a['batch_size']}; "
+            f"validation mean AUC on {a['valid_rows']:,} rows; rule: {a['rule']}):",
+            [("model", ""), ("AUC CPU", ".4f"), ("AUC GPU fp32", ".4f"),
+             ("AUC GPU bf16", ".4f"), ("AUC tolerance", ".4f"), ("loss CPU", ".4f"),
+             ("loss GPU fp32", ".4f"), ("loss GPU bf16", ".4f"), ("agree", "")],
+        )  # fmt: skip
+        for arch, e in a.get("models", {}).items():
+            f, b = e.get("fp32", {}), e.get("bf16", {})
+            agree = "yes" if f.get("agree") and b.get("agree") else "NO"
+            table.rows.append(
+                [arch, f.get("cpu_valid_mean_auc"), f.get("valid_mean_auc"),
+                 b.get("valid_mean_auc"), f.get("tolerance_auc"),
+                 f.get("cpu_train_loss"), f.get("train_loss"), b.get("train_loss"),
+                 agree]
+            )  # fmt: skip
+        tables.append(table)
+    through = doc.get("throughput", [])
+    for size in ("heavy", "light"):
+        here = [r for r in through if r["size"] == size]
+        shown = [s for s in SETTINGS if any(r["setting"] == s for r in here)]
+        batch = next((r["batch_size"] for r in here if "batch_size" in r), None)
+        columns = [(LABELS[s], "{}") for s in shown]
+        table = Table(
+            f"**Training samples/s, {size} size, batch {batch}:**",
+            [("model", ""), *columns, ("peak GPU MiB (bf16)", ",.0f")],
         )
-    status = "PASSED" if not check.failed else f"FAILED ({len(check.failed)})"
-    print(f"\ngpu_check {status}; {check.payload['wall_s']:.0f} s")
-    for line in check.failed:
-        print(f"  - {line[:300]}")
+        for arch in dict.fromkeys(r["model"] for r in here):
+            cells = {r["setting"]: r for r in here if r["model"] == arch}
+            row: list[Any] = [arch]
+            for s in shown:
+                r = cells.get(s, {})
+                sps = r.get("samples_per_s")
+                status = "error" if "error" in r else r.get("skipped") and "skipped"
+                row.append(f"{sps:,.0f}" if sps else status)
+            table.rows.append([*row, cells.get("bf16", {}).get("peak_gpu_mem_mb")])
+        if here:
+            tables.append(table)
+    if onnx := doc.get("onnx"):
+        notes.append(
+            f"**ONNX parity** ({onnx['model']}, {onnx['exporter']} exporter, "
+            f"{onnx['rows']:,} rows): max |onnxruntime (CPU) - PyTorch on "
+            f"{onnx['trained_on']}| = {onnx['max_abs_diff_vs_device_torch']:.1e}, vs "
+            f"PyTorch on the CPU {onnx['max_abs_diff_vs_cpu_torch']:.1e} (tolerance "
+            f"{onnx['tolerance']:.1e})."
+        )
+    t = doc.get("targets", {}).get("heavy_mmoe_bf16_device_table", {})
+    if t.get("applies"):
+        notes.append(
+            "**Target** heavy MMoE, bf16, table on the GPU, batch "
+            f"{t['batch_size']}: {t['best_samples_per_s'] or 0:,.0f} samples/s "
+            f"({t['best_setting']}) against {TARGET:,}: "
+            f"{'met' if t['met'] else 'missed'}."
+        )
+    failed = doc.get("failed", [])
+    verdict = f"{len(failed)} check(s) failed:" if failed else "All checks passed."
+    notes.append("\n".join([verdict, *(f"- {line[:300]}" for line in failed)]))
+    return tables, notes
 
 
-# -- driver --------------------------------------------------------------------------
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CPU smoke run (CI)")
-    parser.add_argument("--device", default=None, help="cuda[:N] (quick: cpu)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=",".join(STAGES))
-    parser.add_argument("--models", default=",".join(ARCHS), help=",".join(ARCHS))
-    parser.add_argument("--sizes", default="light,heavy", help="light,heavy")
-    parser.add_argument("--rows", type=int, default=None, help="simulated rows")
-    parser.add_argument("--steps", type=int, default=None, help="agreement steps")
-    parser.add_argument("--agreement-batch", type=int, default=None)
-    parser.add_argument("--weighting-steps", type=int, default=None)
-    parser.add_argument("--valid-rows", type=int, default=None)
-    parser.add_argument("--parity-rows", type=int, default=None)
-    parser.add_argument("--warm-steps", type=int, default=None)
-    parser.add_argument("--timed-steps", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions")
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="measure torch.compile'd training too",
-    )
-    parser.add_argument(
-        "--cudagraphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="heavy MMoE with mode=reduce-overhead (CUDA only)",
-    )
-    parser.add_argument(
-        "--compile-backend", default=None, help="inductor (quick: aot_eager)"
-    )
-    parser.add_argument(
-        "--compile-estimate-s",
-        type=float,
-        default=None,
-        help="assumed seconds of a compiled run before one was seen",
-    )
-    parser.add_argument(
-        "--budget-s", type=float, default=None, help="skip compiled runs past this"
-    )
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads")
-    parser.add_argument(
-        "--out", "--results-dir", dest="out", default=None, help="output folder"
-    )
-    parser.add_argument("--name", default=None, help="output file stem")
-    args = parser.parse_args(argv)
-    q = args.quick
-    args.stages = _names(parser, args.stages, STAGES, "stage")
-    args.models = _names(parser, args.models, ARCHS, "model")
-    args.sizes = _names(parser, args.sizes, tuple(BATCH), "size")
-    args.device = args.device or ("cpu" if q else "cuda")
-    args.rows = args.rows or (20_000 if q else 2_000_000)
-    args.steps = args.steps or (4 if q else 200)
-    args.agreement_batch = args.agreement_batch or (256 if q else 2048)
-    args.weighting_steps = args.weighting_steps or (2 if q else 40)
-    args.valid_rows = args.valid_rows or (2_000 if q else 100_000)
-    args.parity_rows = args.parity_rows or (512 if q else 16_384)
-    args.warm_steps = args.warm_steps or (2 if q else 5)
-    args.timed_steps = args.timed_steps or (3 if q else 100)
-    args.compile_backend = args.compile_backend or ("aot_eager" if q else "inductor")
-    args.compile_estimate_s = args.compile_estimate_s or (10.0 if q else 40.0)
-    args.budget_s = args.budget_s or (600.0 if q else 330.0)
-    args.batch = dict(QUICK_BATCH if q else BATCH)
-    args.out = args.out or str(_common.RESULTS_DIR)
-    args.name = args.name or (f"{NAME}_quick" if q else NAME)
-    return args
-
-
-def _names(
-    parser: argparse.ArgumentParser, text: str, known: Sequence[str], what: str
-) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for n in names:
-        if n not in known:
-            parser.error(f"unknown {what} {n!r}; choose from {', '.join(known)}")
-    return names
-
-
-def run(args: argparse.Namespace, device: torch.device) -> Check:
-    check = Check(args)
-    info: dict[str, Any] = {}
-    check.payload["device"] = info
+def run(opts: Options, device: torch.device) -> Check:
+    check = Check(opts)
     with check.stage("device"):
-        info.update(device_info(device))
-        print(
-            f"  {info.get('name', str(device))}, driver {info.get('driver')}, torch "
-            f"{info['torch']}, CUDA {info['torch_cuda']}, cuDNN {info['cudnn']}, "
-            f"Python {info['python']}",
-            flush=True,
-        )
-        n = 8192 if device.type == "cuda" else 256
-        gemm = {"n": n}
-        for label, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-            gemm[f"{label}_tflops"] = matmul_tflops(device, dtype, n)
-        info["matmul"] = gemm
-        print(
-            f"  matmul n={n}: bf16 {gemm['bf16_tflops']:.1f} TFLOP/s, fp32 "
-            f"{gemm['fp32_tflops']:.1f} TFLOP/s",
-            flush=True,
-        )
-    need_data = any(s in args.stages for s in STAGES[1:])
-    if not need_data:
+        check.doc["device"] = device_info(device)
+        harness.say(f"  {check.doc['device']}")
+    if not set(opts.stages) - {"device"}:
         return check
     with check.stage("data"):
-        data = _simulated.prepare(args.rows, args.seed)
-        check.payload["data"] = {
-            "source": "simulated",
-            "rows": args.rows,
-            "splits": data.describe(),
-            "seconds": round(data.seconds, 1),
-        }
-        print(
-            f"  {args.rows:,} simulated rows in {data.seconds:.1f} s: "
-            f"{data.describe()}",
-            flush=True,
-        )
-    if "data" not in check.payload:
+        data = _simulated.prepare(opts.rows, opts.seed)
+        splits, seconds = data.describe(), round(data.seconds, 1)
+        check.doc["data"] = {"source": "simulated", "rows": opts.rows}
+        check.doc["data"] |= {"splits": splits, "seconds": seconds}
+    if "data" not in check.doc:
         return check
-    trained: dict[str, MultiTaskModel] = {}
-    if "agreement" in args.stages:
+    trained: dict[str, Any] = {}
+    if "agreement" in opts.stages:
         with check.stage("agreement"):
             trained = stage_agreement(check, data, device)
-    if "weighting" in args.stages:
+    if "weighting" in opts.stages:
         with check.stage("weighting"):
             stage_weighting(check, data, device)
-    tables: dict[str, TensorTable] = {}
-    if "throughput" in args.stages:
+    tables: dict[str, Any] = {}
+    if "throughput" in opts.stages:
         with check.stage("throughput"):
             host = data.tables["train"]
             tables = {"host": head(host, len(host)), "device": host.to(device)}
             stage_throughput(check, data, device, tables, compiled=False)
-    if "onnx" in args.stages:
+    if "onnx" in opts.stages:
         with check.stage("onnx"):
             model = trained.get("mmoe")
             if model is None:
-                run_ = Short("mmoe", str(device), False, args.seed)
-                _, model = train_short(
-                    run_,
-                    data,
-                    args.steps,
-                    args.agreement_batch,
-                    None,
-                    _simulated.project_parameters(),
-                )
-            stage_onnx(check, model, data, device)
-    if "throughput" in args.stages and args.compile:
+                run = Short("mmoe", str(device), False, opts.seed)
+                _, model = train_short(run, data, opts.steps, opts)
+            stage_onnx(check, model, data)
+    if "throughput" in opts.stages and opts.compile:
         with check.stage("throughput_compiled"):
             stage_throughput(check, data, device, tables, compiled=True)
-    check.payload["targets"] = targets(check, device)
+    check.doc["targets"] = targets(check, device)
     return check
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    opts = harness.parse(Options, argv, __doc__ or "")
     if _MISSING is not None:
         hint = (
             " (the project's configuration is pydantic: on a machine without a "
             "package registry, carry its wheels, see the GPU section of "
             "benchmarks/README.md)"
-            if getattr(_MISSING, "name", "") and "pydantic" in str(_MISSING.name)
+            if "pydantic" in str(getattr(_MISSING, "name", "") or "")
             else ""
         )
         print(
@@ -883,23 +616,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(opts.device)
     except DeviceError as exc:
-        hint = "" if args.quick else " (--quick runs the check on the CPU)"
+        hint = "" if opts.quick else " (--quick runs the check on the CPU)"
         print(f"gpu_check: {exc}{hint}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    print(
-        f"{NAME}: device {device}, stages {','.join(args.stages)}, models "
-        f"{','.join(args.models)}, budget {args.budget_s:.0f} s for compiled runs",
-        flush=True,
-    )
-    check = run(args, device)
-    path = check.write()
-    print_summary(check)
-    print(f"\nwrote {path}")
-    return 0 if not check.failed else 1
+    harness.say(f"{NAME}: device {device}, stages {','.join(opts.stages)}")
+    check = run(opts, device)
+    check.write(quiet=False)
+    return 1 if check.doc["failed"] else 0
 
 
 if __name__ == "__main__":

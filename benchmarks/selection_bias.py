@@ -1,75 +1,46 @@
 """Sample selection bias: ESMM's pCVR vs a CVR model trained on clicks, vs the truth.
 
-The ESMM paper (Ma et al., SIGIR 2018) argues that a conversion-rate model
-trained on clicked impressions only is biased when it is used, as it must be,
-on every impression, and that ESMM's latent pCVR, learnt from CTR and CTCVR
-over the entire space, is not. Real logs cannot check this (a purchase
-label exists only after a click); the built-in simulator can, because it
-records every impression's true pCTR, pCVR and pCTCVR
-(``src/mtl_reco/sources/simulated.py``: the conversion signal is correlated
-with the click signal, partly through an intent no feature shows, so
-clicked impressions convert more than unclicked ones would).
+The ESMM paper (Ma et al., SIGIR 2018) argues that a CVR model trained on
+clicked impressions is biased on the impressions it must also score, and
+that ESMM's latent pCVR, learnt from CTR and CTCVR over every impression, is
+not. Real logs cannot check this; the simulator records every impression's
+true pCTR, pCVR and pCTCVR. Per seed ``k`` (simulator seed 2024 + k, trainer
+seed 2026 + k), ``--rows`` impressions go through the data chain
+(``_simulated.py``), then:
 
-Per seed (``--seeds``; seed ``k`` simulates with seed ``2024 + k`` and trains
-with seed ``2026 + k``), ``--rows`` simulated impressions go through the
-project's data chain (labels, seeded 80/10/10 split, encoder fitted on train;
-``benchmarks/_simulated.py``), then:
+(a) **naive CVR**, the paper's BASE: ESMM's CVR branch (embedding and a
+    ``cvr_dims`` tower) trained alone on the clicked training rows with the
+    purchase label (Adam with the trainer block's lr, weight decay and batch;
+    up to ``--naive-epochs``, early stopping on the validation CVR AUC over
+    clicked rows, best epoch restored);
+(b) **ESMM**'s latent pCVR, trained by the project's trainer (``trainer``
+    block, early stopping on the validation ``mean.auc``);
+(c) **every architecture** with the same trainer: test CTR / CTCVR AUC, the
+    oracle AUC (the true propensity as the score) and the gap, the CVR AUC on
+    clicked rows, and its implied pCVR (ESMM's latent output, else
+    ``clip(pCTCVR / pCTR, 0, 1)``).
 
-(a) **naive CVR**: the ESMM paper's BASE model, i.e. ESMM's own CVR branch
-    (the same embedding and a tower of ESMM's ``cvr_dims``, untouched
-    defaults from ``conf/base/parameters_training.yml``) trained alone on the
-    CLICKED training rows with the purchase label: BCE, Adam with the
-    trainer block's learning rate, weight decay and batch size, seeded like
-    the trainer. It sees about 4 % of the rows per epoch, so it gets more
-    epochs (``--naive-epochs``, default 20) with early stopping on the
-    validation CVR AUC over clicked rows (patience max(2, the trainer's);
-    best epoch restored). A plain loop, because the trainer only trains
-    multi-task models;
-(b) **ESMM**'s latent pCVR, ESMM trained with CTR and CTCVR on every
-    impression by the project's trainer (``trainer`` block, ``fixed``
-    weighting, early stopping on valid ``mean.auc``);
-(c) **every architecture** (SharedBottom, ESMM, MMoE, PLE, AITM, the same
-    trainer settings): test CTR AUC and CTCVR AUC, the oracle AUC (the true
-    pCTR / pCTCVR as scores against the same labels, from
-    ``metrics.evaluate``'s oracle support) and the gap to it, the usual CVR
-    AUC on clicked rows, and each model's implied pCVR (ESMM's latent
-    output; for the others pCTCVR / pCTR, clipped to [0, 1]) checked
-    against the truth like (a) and (b).
-
-pCVR against the truth, on ALL test impressions (and on the clicked and the
-unclicked ones separately):
-
-* ``spearman``: rank correlation with the true pCVR;
-* ``auc_counterfactual``: AUC against counterfactual conversion labels
-  drawn once per seed as Bernoulli(true pCVR) for every impression
-  ("would it convert if it were clicked?"), with the oracle's AUC (the true
-  pCVR as the score) beside it;
-* ``mean_pred`` vs ``mean_true`` and their ratio (calibration in the large)
-  and ``ece``: expected calibration error against the true pCVR, 10
-  equal-frequency bins of the prediction, ``sum_b n_b / n * |mean pred_b -
-  mean true pCVR_b|``;
-* ``auc_clicked_observed``: the usual CVR AUC on clicked rows with the
-  observed purchase label (the ESMM paper's CVR column).
+Every pCVR is scored against the truth on all, clicked and unclicked test
+impressions: AUC against counterfactual labels (Bernoulli(true pCVR), drawn
+once per seed), Spearman with the true pCVR, mean prediction / mean truth,
+ECE (10 equal-frequency bins of the prediction, against the true pCVR), and
+the usual CVR AUC on clicked rows (observed purchases). Mean ± std over seeds.
 
     python benchmarks/selection_bias.py                   # 1 M rows, 3 seeds
     python benchmarks/selection_bias.py --rows 2000000 --seeds 1
-    python benchmarks/selection_bias.py --quick           # CI smoke (tiny)
+    python benchmarks/selection_bias.py --models esmm --seeds 5   # (a) vs (b)
+    python benchmarks/selection_bias.py --quick           # CI smoke (30 k rows)
 
-Output: ``benchmarks/results/selection_bias.json`` (``--quick``:
-``selection_bias_quick.json``; ``--results-dir`` to write elsewhere).
+Writes ``results/selection_bias.json`` (``--quick``: ``selection_bias_quick.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import logging
 import math
-import statistics
 import sys
-import time
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,120 +49,84 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.nn import functional as F
 
-import _common
 import _simulated
+import harness
+from _simulated import ARCHS
+from harness import Table, option
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.evaluation import evaluate_model, predict
 from mtl_reco.modeling.layers import FeatureEmbedding, Tower
 from mtl_reco.modeling.metrics import auc_score
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.trainer import evaluate_model, predict, train
+from mtl_reco.modeling.schema import FeatureSchema
+from mtl_reco.modeling.trainer import train
 from mtl_reco.modeling.weighting.registry import build_strategy
-from mtl_reco.schema import FeatureSchema
 
 NAME = "selection_bias"
-SIM_SEED, TRAIN_SEED = 2024, 2026
-ECE_BINS = 10
-SUBSETS = ("all", "clicked", "unclicked")
+SIM_SEED, TRAIN_SEED, ECE_BINS = 2024, 2026, 10
+NAIVE = "naive CVR (clicked rows only)"
+BIAS_NOTE = (
+    "No model reaches the oracle. ESMM's pCVR is pCTCVR / pCTR = "
+    "P(purchase | click, x), conditioned on the click like the naive model's "
+    "target; where the click and the purchase share a cause the features do not "
+    "show (the simulator's per-impression intent), that conditional is above the "
+    "pCVR the impression would have if it were clicked, so even a perfect "
+    "estimate of it over-estimates on unclicked impressions. What learning from "
+    "every impression can remove is the other part of the bias: the naive model "
+    "extrapolating to the low-pCTR impressions it rarely saw."
+)
 
-log = logging.getLogger("selection_bias")
+
+@dataclass
+class Options(harness.Config):
+    rows: int = option(1_000_000, "simulated impressions per seed", quick=30_000)
+    seeds: int = option(3, "seeds", quick=1)
+    models: tuple[str, ...] = option(ARCHS, "architectures of (c)", choices=ARCHS)
+    epochs: int | None = option(None, "trainer epochs (default: conf)", quick=1)
+    naive_epochs: int = option(20, "most epochs of the naive CVR model", quick=1)
 
 
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-# -- (a) the naive CVR model --------------------------------------------------------
 class NaiveCVR(nn.Module):
-    """ESMM's CVR branch on its own (the ESMM paper's BASE model).
+    """ESMM's CVR branch alone (the ESMM paper's BASE model): ``(B,)`` logits."""
 
-    Paper: X. Ma et al., "Entire Space Multi-Task Model", SIGIR 2018 (BASE:
-    the CVR part of ESMM trained on clicked impressions).
-
-    Args:
-        schema: Feature schema of the encoded data.
-        dims: Hidden widths of the CVR tower (ESMM's ``cvr_dims``).
-        embedding_dim: ESMM's ``embedding_dim`` (``None``: per-field sizes).
-        activation: ESMM's hidden activation.
-        dropout: ESMM's dropout.
-
-    Shapes:
-        ``forward(sparse (B, n_sparse), dense (B, n_dense))`` -> ``(B,)``
-        pCVR logits.
-    """
-
-    def __init__(
-        self,
-        schema: FeatureSchema,
-        dims: list[int],
-        embedding_dim: int | None = None,
-        activation: str = "relu",
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, schema: FeatureSchema, esmm: Mapping[str, Any]) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(schema, embedding_dim)
+        self.embedding = FeatureEmbedding(schema, esmm.get("embedding_dim"))
+        dims = list(esmm.get("cvr_dims", [256, 128]))
+        activation, dropout = esmm.get("activation", "relu"), esmm.get("dropout", 0.0)
         self.tower = Tower(self.embedding.output_dim, dims, activation, dropout)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """Return ``(B,)`` logits."""
         out: torch.Tensor = self.tower(self.embedding(sparse, dense))
         return out
 
-
-def _clicked(table: TensorTable) -> TensorTable:
-    return table.subset(table.label("ctr") > 0.5)
-
-
-def _naive_scores(model: NaiveCVR, table: TensorTable, batch: int) -> np.ndarray:
-    model.eval()
-    parts = []
-    with torch.inference_mode():
-        for b in table.batches(batch):
-            parts.append(torch.sigmoid(model(b.sparse, b.dense)))
-    model.train()
-    return torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
+    def scores(self, table: TensorTable, batch: int) -> np.ndarray:
+        self.eval()
+        with torch.inference_mode():
+            parts = [self(b.sparse, b.dense).sigmoid() for b in table.batches(batch)]
+        self.train()
+        return torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
 
 
 def train_naive(
-    schema: FeatureSchema,
-    esmm_params: Mapping[str, Any],
-    train_table: TensorTable,
-    valid_table: TensorTable,
-    cfg: TrainerConfig,
+    data: _simulated.FunnelData, esmm: Mapping[str, Any], cfg: TrainerConfig,
     max_epochs: int,
-    patience: int,
-) -> tuple[NaiveCVR, dict[str, Any]]:
-    """Train :class:`NaiveCVR` on the clicked rows (purchase label).
-
-    Adam with the trainer block's learning rate, weight decay and batch
-    size; at most ``max_epochs`` epochs, stopped after ``patience`` epochs
-    without a better validation CVR AUC (clicked rows), best epoch restored.
-    """
+) -> tuple[NaiveCVR, dict[str, Any]]:  # fmt: skip
+    """(a): the naive model on the clicked training rows, purchase label."""
     torch.manual_seed(cfg.seed)
-    model = NaiveCVR(
-        schema,
-        list(esmm_params.get("cvr_dims", [256, 128])),
-        esmm_params.get("embedding_dim"),
-        esmm_params.get("activation", "relu"),
-        float(esmm_params.get("dropout", 0.0)),
-    )
-    train_c, valid_c = _clicked(train_table), _clicked(valid_table)
-    label = train_table.task_names.index("ctcvr")  # = purchase on clicked rows
-    valid_y = valid_c.labels_dict()["ctcvr"]
+    model = NaiveCVR(data.schema, esmm)
+    train_c, valid_c = (data.tables[s] for s in ("train", "valid"))
+    train_c, valid_c = (t.subset(t.label("ctr") > 0.5) for t in (train_c, valid_c))
+    label = train_c.task_names.index("ctcvr")  # = purchase on clicked rows
     opt = torch.optim.Adam(
-        model.parameters(),
-        lr=cfg.optimizer.lr,
-        weight_decay=cfg.optimizer.weight_decay,
-        fused=True,
-    )
+        model.parameters(), lr=cfg.optimizer.lr,
+        weight_decay=cfg.optimizer.weight_decay, fused=True,
+    )  # fmt: skip
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    es = cfg.early_stopping
-    best, best_epoch, best_state, bad = -math.inf, 0, None, 0
-    history = []
-    start = time.perf_counter()
+    patience = max(2, cfg.early_stopping.patience)
+    best, best_epoch, state, epoch = -math.inf, 0, None, 0
     for epoch in range(1, max_epochs + 1):
-        model.train()
-        total, n = 0.0, 0
         for b in train_c.batches(cfg.batch_size, shuffle=True, generator=shuffle):
             loss = F.binary_cross_entropy_with_logits(
                 model(b.sparse, b.dense), b.labels[:, label]
@@ -199,382 +134,239 @@ def train_naive(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(b.labels)
-            n += len(b.labels)
-        auc = auc_score(valid_y, _naive_scores(model, valid_c, cfg.eval_batch_size))
-        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "valid": auc})
-        if not math.isnan(auc) and auc > best + es.min_delta:
-            best, best_epoch, bad = auc, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if patience > 0 and bad >= patience:
-                break
-    if es.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    info = {
-        "train_rows": len(train_c),
-        "monitor": "valid cvr auc on clicked rows",
-        "max_epochs": max_epochs,
-        "patience": patience,
-        "best_epoch": best_epoch,
-        "best_score": best if best_epoch else None,
-        "epochs_run": len(history),
-        "history": history,
-        "train_s": round(time.perf_counter() - start, 2),
-    }
+        y = valid_c.labels_dict()["ctcvr"]
+        auc = auc_score(y, model.scores(valid_c, cfg.eval_batch_size))
+        if not math.isnan(auc) and auc > best + cfg.early_stopping.min_delta:
+            best, best_epoch, state = auc, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= patience:
+            break
+    if state is not None:
+        model.load_state_dict(state)
+    info = {"train_rows": len(train_c), "epochs_run": epoch, "best_epoch": best_epoch}
     return model, info
 
 
-# -- pCVR against the truth ------------------------------------------------------------
-def calibration_error(pred: np.ndarray, truth: np.ndarray, bins: int) -> float:
-    """ECE against the true probability: equal-frequency bins of ``pred``."""
-    if pred.size == 0:
-        return math.nan
-    order = np.argsort(pred, kind="stable")
-    err = 0.0
-    for chunk in np.array_split(order, min(bins, pred.size)):
-        err += chunk.size * abs(float(pred[chunk].mean()) - float(truth[chunk].mean()))
-    return err / pred.size
+def subsets(clicked: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    return [
+        ("all", np.ones_like(clicked)),
+        ("clicked", clicked),
+        ("unclicked", ~clicked),
+    ]
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return math.nan
-    return float(spearmanr(a, b).statistic)
-
-
-def pcvr_vs_truth(
-    pcvr: np.ndarray,
-    true_pcvr: np.ndarray,
-    counterfactual: np.ndarray,
-    clicked: np.ndarray,
-    purchased: np.ndarray,
-) -> dict[str, Any]:
+def versus_truth(pcvr: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, Any]:
     """Ranking and calibration of a pCVR on all / clicked / unclicked rows."""
     p = np.asarray(pcvr, dtype=np.float64)
+    clicked = truth["clicked"]
     out: dict[str, Any] = {}
-    for subset in SUBSETS:
-        mask = {
-            "all": np.ones_like(clicked),
-            "clicked": clicked,
-            "unclicked": ~clicked,
-        }[subset]
-        ps, ts, ys = p[mask], true_pcvr[mask], counterfactual[mask]
-        mean_true = float(ts.mean()) if ts.size else math.nan
-        mean_pred = float(ps.mean()) if ps.size else math.nan
+    for subset, mask in subsets(clicked):
+        ps, ts, ys = p[mask], truth["pcvr"][mask], truth["counterfactual"][mask]
+        order = np.argsort(ps, kind="stable")
+        bins = np.array_split(order, min(ECE_BINS, max(ps.size, 1)))
+        ece = sum(b.size * abs(ps[b].mean() - ts[b].mean()) for b in bins if b.size)
+        ranked = ps.size > 2 and np.ptp(ps) > 0
+        spearman = spearmanr(ps, ts).statistic if ranked else math.nan
         out[subset] = {
             "rows": int(mask.sum()),
-            "spearman": _spearman(ps, ts),
             "auc_counterfactual": auc_score(ys, ps),
-            "mean_pred": mean_pred,
-            "mean_true": mean_true,
-            "mean_ratio": mean_pred / mean_true if mean_true else math.nan,
-            "ece": calibration_error(ps, ts, ECE_BINS),
+            "spearman": float(spearman),
+            "mean_pred": float(ps.mean()),
+            "mean_true": float(ts.mean()),
+            "mean_ratio": float(ps.mean() / ts.mean()),
+            "ece": float(ece / max(ps.size, 1)),
         }
-    out["auc_clicked_observed"] = auc_score(purchased[clicked], p[clicked])
+    out["auc_clicked_observed"] = auc_score(truth["purchased"][clicked], p[clicked])
     return out
 
 
-def oracle_vs_truth(
-    true_pcvr: np.ndarray, counterfactual: np.ndarray, clicked: np.ndarray
-) -> dict[str, Any]:
-    """The oracle's AUC against the counterfactual labels, per subset."""
-    masks = {"all": np.ones_like(clicked), "clicked": clicked, "unclicked": ~clicked}
-    return {
-        name: {"auc_counterfactual": auc_score(counterfactual[m], true_pcvr[m])}
-        for name, m in masks.items()
-    }
-
-
-# -- (c) the multi-task models --------------------------------------------------------
 def train_architecture(
-    arch: str,
-    params: dict[str, Any],
-    data: _simulated.FunnelData,
-    cfg: TrainerConfig,
-    weighting: Mapping[str, Any],
+    arch: str, params: dict[str, Any], data: _simulated.FunnelData, cfg: TrainerConfig
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Train one architecture; return its test metrics and implied pCVR."""
+    """(c): one architecture; its test metrics and implied pCVR."""
     torch.manual_seed(cfg.seed)
-    model = build_model(arch, data.schema, config=model_params(params, arch))
+    model = build_model(arch, data.schema, config=_simulated.model_params(arch, params))
+    weighting = params[arch].get("weighting") or {}
     strategy = build_strategy(
         weighting.get("name", "fixed"), model.task_names, weighting.get("params")
     )
-    start = time.perf_counter()
     result = train(model, data.tables["train"], data.tables["valid"], strategy, cfg)
-    train_s = time.perf_counter() - start
     test = data.tables["test"]
     metrics = evaluate_model(model, test, batch_size=cfg.eval_batch_size, device="cpu")
     probs = predict(model, test, cfg.eval_batch_size, "cpu")
     if "cvr" in probs:
-        pcvr, source = probs["cvr"], "latent"
+        pcvr = probs["cvr"]
     else:
         pcvr = np.clip(probs["ctcvr"] / np.maximum(probs["ctr"], 1e-12), 0.0, 1.0)
-        source = "ratio"
-    tasks, funnel = metrics["tasks"], metrics.get("funnel", {})
-    row = {
-        "model": arch,
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "monitor": result.monitor,
-        "train_s": round(train_s, 2),
-        "samples_per_s": statistics.fmean([h["samples_per_s"] for h in result.history]),
-        "ctr_auc": tasks["ctr"]["auc"],
-        "ctr_oracle_auc": tasks["ctr"].get("oracle_auc"),
-        "ctr_oracle_gap": tasks["ctr"].get("oracle_gap"),
-        "ctcvr_auc": tasks["ctcvr"]["auc"],
-        "ctcvr_oracle_auc": tasks["ctcvr"].get("oracle_auc"),
-        "ctcvr_oracle_gap": tasks["ctcvr"].get("oracle_gap"),
-        "cvr_auc_clicked": funnel.get("cvr_auc"),
-        "cvr_oracle_auc_clicked": funnel.get("cvr_oracle_auc"),
-        "cvr_score": source,
-        "ctr_logloss": tasks["ctr"]["logloss"],
-        "ctcvr_logloss": tasks["ctcvr"]["logloss"],
-        "notes": metrics.get("notes", []),
-    }
+    row: dict[str, Any] = {"epochs_run": result.epochs_run}
+    for task in ("ctr", "ctcvr"):
+        t = metrics["tasks"][task]
+        row |= {f"{task}_auc": t["auc"], f"{task}_oracle_auc": t.get("oracle_auc")}
+        row[f"{task}_oracle_gap"] = t.get("oracle_gap")
+    row["cvr_auc_clicked"] = metrics.get("funnel", {}).get("cvr_auc")
     return row, pcvr
 
 
-def model_params(params: dict[str, Any], arch: str) -> dict[str, Any]:
-    return _simulated.model_params(arch, params)
-
-
-# -- one seed ----------------------------------------------------------------------
-def run_seed(
-    k: int, args: argparse.Namespace, params: dict[str, Any]
-) -> dict[str, Any]:
-    """Simulate, train (a), (b), (c) and score against the truth, for seed ``k``."""
-    sim_seed, train_seed = SIM_SEED + k, TRAIN_SEED + k
-    _say(f"seed {k}: simulating {args.rows:,} impressions (seed {sim_seed}) ...")
-    data = _simulated.prepare(args.rows, sim_seed, params=params)
-    splits = data.describe()
-    _say(
-        f"  encoded in {data.seconds:.1f} s; "
-        + ", ".join(
-            f"{n} {s['rows']:,} rows / {s['clicks']:,} clicks / "
-            f"{s['purchases']:,} purchases"
-            for n, s in splits.items()
-        )
-    )
-    overrides: dict[str, Any] = {"seed": train_seed}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.threads is not None:
-        overrides["num_threads"] = args.threads
+def run_seed(k: int, opts: Options, params: dict[str, Any]) -> dict[str, Any]:
+    """(a), (b) and (c) for seed ``k``, scored against the truth."""
+    harness.say(f"seed {k}: simulating {opts.rows:,} impressions ...")
+    data = _simulated.prepare(opts.rows, SIM_SEED + k, params=params)
+    overrides: dict[str, Any] = {"seed": TRAIN_SEED + k}
+    if opts.epochs is not None:
+        overrides["epochs"] = opts.epochs
     cfg = _simulated.trainer_config(params, **overrides)
-
     test = data.tables["test"]
     labels = test.labels_dict()
-    clicked = labels["ctr"] > 0.5
-    purchased = labels["ctcvr"] > 0.5
     true_pcvr = np.asarray(test.extras["true_pcvr"], dtype=np.float64)
-    rng = np.random.default_rng([sim_seed, 7])
-    counterfactual = rng.random(true_pcvr.size) < true_pcvr
-
-    def score(pcvr: np.ndarray) -> dict[str, Any]:
-        return pcvr_vs_truth(pcvr, true_pcvr, counterfactual, clicked, purchased)
-
-    esmm_params = model_params(params, "esmm")
+    truth = {
+        "pcvr": true_pcvr,
+        "clicked": labels["ctr"] > 0.5,
+        "purchased": labels["ctcvr"] > 0.5,
+        "counterfactual": np.random.default_rng([SIM_SEED + k, 7]).random(
+            true_pcvr.size
+        )
+        < true_pcvr,
+    }
     naive, naive_info = train_naive(
-        data.schema,
-        esmm_params,
-        data.tables["train"],
-        data.tables["valid"],
-        cfg,
-        max_epochs=args.naive_epochs,
-        patience=max(2, cfg.early_stopping.patience),
+        data, _simulated.model_params("esmm", params), cfg, opts.naive_epochs
     )
-    naive_truth = score(_naive_scores(naive, test, cfg.eval_batch_size))
-    _say(
-        f"  naive CVR (clicked rows only, {naive_info['train_rows']:,} rows): "
-        f"{naive_info['epochs_run']} epochs, {naive_info['train_s']:.1f} s; "
-        f"all-impression AUC vs counterfactual "
-        f"{naive_truth['all']['auc_counterfactual']:.4f}, mean pCVR "
-        f"{naive_truth['all']['mean_pred']:.4f} vs true "
-        f"{naive_truth['all']['mean_true']:.4f}"
-    )
-    models: dict[str, Any] = {}
-    truth: dict[str, Any] = {"naive_cvr": naive_truth}
-    for arch in args.models:
-        row, pcvr = train_architecture(
-            arch, params, data, cfg, params[arch].get("weighting") or {}
-        )
-        models[arch] = row
-        truth[arch] = score(pcvr)
-        _say(
-            f"  {arch}: {row['epochs_run']} epochs, {row['train_s']:.1f} s; test "
-            f"CTR AUC {row['ctr_auc']:.4f} (oracle {row['ctr_oracle_auc']:.4f}), "
-            f"CTCVR AUC {row['ctcvr_auc']:.4f} (oracle "
-            f"{row['ctcvr_oracle_auc']:.4f}); pCVR ({row['cvr_score']}) AUC vs "
-            f"counterfactual {truth[arch]['all']['auc_counterfactual']:.4f}"
-        )
+    scored = {"naive_cvr": versus_truth(naive.scores(test, cfg.eval_batch_size), truth)}
+    models = {}
+    for arch in opts.models:
+        models[arch], pcvr = train_architecture(arch, params, data, cfg)
+        scored[arch] = versus_truth(pcvr, truth)
+        auc = scored[arch]["all"]["auc_counterfactual"]
+        harness.say(f"  {arch}: {models[arch]}; pCVR AUC vs counterfactual {auc:.4f}")
+    oracle = {
+        s: {"auc_counterfactual": auc_score(truth["counterfactual"][m], true_pcvr[m])}
+        for s, m in subsets(truth["clicked"])
+    }
     return {
-        "seed_index": k,
-        "simulator_seed": sim_seed,
-        "trainer_seed": train_seed,
-        "splits": splits,
-        "data_s": round(data.seconds, 2),
+        "splits": data.describe(),
         "naive_cvr": naive_info,
-        "oracle_pcvr": oracle_vs_truth(true_pcvr, counterfactual, clicked),
-        "pcvr_vs_truth": truth,
-        "models": models,
-    }
-
-
-# -- aggregation -------------------------------------------------------------------
-def _stats(values: list[Any]) -> dict[str, Any]:
-    finite = [
-        float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)
-    ]
-    return {
-        "mean": statistics.fmean(finite) if finite else None,
-        "std": statistics.stdev(finite) if len(finite) > 1 else None,
-        "n": len(finite),
-    }
-
-
-def _aggregate(records: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean/std over seeds of every numeric leaf (same nesting)."""
-    first = records[0]
-    out: dict[str, Any] = {}
-    for key, value in first.items():
-        if isinstance(value, Mapping):
-            out[key] = _aggregate([r[key] for r in records])
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = _stats([r.get(key) for r in records])
-    return out
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    truth = _aggregate([r["pcvr_vs_truth"] for r in runs])
-    models = _aggregate([r["models"] for r in runs])
-    oracle = _aggregate([r["oracle_pcvr"] for r in runs])
-    headline: dict[str, Any] = {}
-    if "esmm" in truth:
-        per_seed = [
-            r["pcvr_vs_truth"]["esmm"]["all"]["auc_counterfactual"]
-            - r["pcvr_vs_truth"]["naive_cvr"]["all"]["auc_counterfactual"]
-            for r in runs
-        ]
-        headline = {
-            "esmm_minus_naive_auc_counterfactual_all": _stats(per_seed),
-            "esmm_auc_counterfactual_all": truth["esmm"]["all"]["auc_counterfactual"],
-            "naive_auc_counterfactual_all": truth["naive_cvr"]["all"][
-                "auc_counterfactual"
-            ],
-            "oracle_auc_counterfactual_all": oracle["all"]["auc_counterfactual"],
-            "esmm_mean_ratio_unclicked": truth["esmm"]["unclicked"]["mean_ratio"],
-            "naive_mean_ratio_unclicked": truth["naive_cvr"]["unclicked"]["mean_ratio"],
-            "esmm_ece_all": truth["esmm"]["all"]["ece"],
-            "naive_ece_all": truth["naive_cvr"]["all"]["ece"],
-        }
-    return {
-        "pcvr_vs_truth": truth,
+        "pcvr_vs_truth": scored,
         "oracle_pcvr": oracle,
         "models": models,
-        "headline": headline,
     }
 
 
-# -- CLI ---------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI smoke run (tiny)")
-    parser.add_argument(
-        "--rows", type=int, default=None, help="simulated impressions per seed"
-    )
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default 3)"
-    )
-    parser.add_argument(
-        "--models",
-        default=",".join(_simulated.ARCHS),
-        help="comma-separated architectures for (c) (ESMM is needed for (b))",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="override trainer.epochs (default: conf/base value; --quick: 1)",
-    )
-    parser.add_argument(
-        "--naive-epochs",
-        type=int,
-        default=None,
-        help="most epochs of the naive CVR model (early stopping, patience "
-        "max(2, trainer patience)); default 20 (it sees ~4%% of the rows per "
-        "epoch); --quick: 1",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.rows is None:
-        args.rows = 30_000 if args.quick else 1_000_000
-    if args.seeds is None:
-        args.seeds = 1 if args.quick else 3
-    if args.epochs is None and args.quick:
-        args.epochs = 1
-    if args.naive_epochs is None:
-        args.naive_epochs = 1 if args.quick else 20
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(args.models) - set(_simulated.ARCHS))
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; choose from {_simulated.ARCHS}")
-    return args
+def aggregate(records: list[Any]) -> Any:
+    """Mean/std/n over seeds of every numeric leaf (same nesting)."""
+    first = records[0]
+    if isinstance(first, Mapping):
+        return {k: aggregate([r.get(k) for r in records]) for k in first}
+    return harness.mean_std(records) if isinstance(first, int | float) else first
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("mtl_reco.modeling.trainer").setLevel(logging.INFO)
-    wall = time.perf_counter()
+def report(doc: dict[str, Any]) -> tuple[list[Table], dict[str, Any], list[str]]:
+    s, cfg = doc["summary"], doc["config"]
+    truth, oracle = s["pcvr_vs_truth"], s["oracle_pcvr"]
+    bias = Table(
+        f"pCVR against the truth on all test impressions (mean ± std over "
+        f"{cfg['seeds']} seed(s)):",
+        [("pCVR of", ""), ("AUC vs counterfactual, all", "±4"),
+         ("AUC vs counterfactual, unclicked", "±4"), ("Spearman vs true pCVR", "±4"),
+         ("AUC clicked rows (observed)", "±4"), ("mean pred / true, all", "±2"),
+         ("clicked", "±2"), ("unclicked", "±2"), ("ECE vs true pCVR", "±4")],
+    )  # fmt: skip
+    order = ["naive_cvr", "esmm", *(k for k in truth if k not in ("naive_cvr", "esmm"))]
+    for key in (k for k in order if k in truth):
+        t = truth[key]
+        source = "latent pCVR" if key == "esmm" else "pCTCVR / pCTR"
+        label = NAIVE if key == "naive_cvr" else f"{key} ({source})"
+        al, cl, un = t["all"], t["clicked"], t["unclicked"]
+        bias.rows.append(
+            [label, al["auc_counterfactual"], un["auc_counterfactual"],
+             al["spearman"], t["auc_clicked_observed"], al["mean_ratio"],
+             cl["mean_ratio"], un["mean_ratio"], al["ece"]]
+        )  # fmt: skip
+    bias.rows.append(
+        ["oracle (true pCVR)", oracle["all"]["auc_counterfactual"],
+         oracle["unclicked"]["auc_counterfactual"], 1.0, None, 1.0, 1.0, 1.0, 0.0]
+    )  # fmt: skip
+    archs = Table(
+        "Every architecture on the test split (same trainer settings):",
+        [("model", ""), ("CTR AUC", "±4"), ("oracle", "±4"), ("gap", "±4"),
+         ("CTCVR AUC", "±4"), ("oracle", "±4"), ("gap", "±4"),
+         ("CVR AUC (clicked)", "±4"), ("epochs", "±1")],
+    )  # fmt: skip
+    keys = ["ctr_auc", "ctr_oracle_auc", "ctr_oracle_gap", "ctcvr_auc"]
+    keys += ["ctcvr_oracle_auc", "ctcvr_oracle_gap", "cvr_auc_clicked", "epochs_run"]
+    for arch, m in s["models"].items():
+        archs.rows.append([arch, *(m[k] for k in keys)])
+    figures: dict[str, Any] = {}
+    if "esmm" in truth:
+        naive, esmm = truth["naive_cvr"], truth["esmm"]
+        e_auc, n_auc = (t["all"]["auc_counterfactual"]["mean"] for t in (esmm, naive))
+        diff = s["headline"]["esmm_minus_naive_auc_counterfactual_all"]
+        better = "ranks better than" if e_auc > n_auc else "does not rank better than"
+        spread = (
+            f"; per-seed difference {harness.fmt(diff, '±4')} over {diff['n']} seeds"
+        )
+        figures = {
+            "esmm_verb": better,
+            "esmm_auc": e_auc,
+            "naive_auc": n_auc,
+            "diff_text": "" if diff["std"] is None else spread,
+        }
+        for name, t in (("naive", naive), ("esmm", esmm)):
+            for c in ("clicked", "unclicked"):
+                figures[f"{name}_ratio_{c}"] = t[c]["mean_ratio"]["mean"]
+    others = [t for k, t in truth.items() if k not in ("naive_cvr", "esmm")]
+    if others:
+        aucs = [t["all"]["auc_counterfactual"]["mean"] for t in others]
+        ratios = [t["unclicked"]["mean_ratio"]["mean"] for t in others]
+        figures |= {"others_auc_min": min(aucs), "others_auc_max": max(aucs)}
+        figures |= {"others_ratio_min": min(ratios), "others_ratio_max": max(ratios)}
+    splits = ", ".join(
+        f"{n} {v['rows']:,} rows / {v['clicks']:,} clicks / {v['purchases']:,} "
+        "purchases"
+        for n, v in doc["splits_first_seed"].items()
+    )
+    notes = [
+        f"{cfg['rows']:,} simulated impressions per seed ({splits}, first seed); "
+        f"trainer: batch {doc['trainer']['batch_size']}, lr {doc['trainer']['lr']}, at "
+        f"most {doc['trainer']['epochs']} epochs with early stopping on the validation "
+        "split. Naive CVR: ESMM's CVR branch (embedding + cvr_dims tower) trained "
+        "alone on clicked training rows with the purchase label (at most "
+        f"{cfg['naive_epochs']} epochs). Counterfactual labels: Bernoulli(true pCVR) "
+        "for every test impression, rng seed [simulator seed, 7]. ECE: "
+        f"{ECE_BINS} equal-frequency bins of the prediction, against the true pCVR.",
+    ]
+    return [bias, archs], figures, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = harness.parse(Options, argv, __doc__ or "")
+    result = harness.start(NAME, opts)
     params = _simulated.project_parameters()
-    machine = _common.machine_info()
-    runs = [run_seed(k, args, params) for k in range(args.seeds)]
+    runs = [run_seed(k, opts, params) for k in range(opts.seeds)]
+    diffs = [
+        r["pcvr_vs_truth"]["esmm"]["all"]["auc_counterfactual"]
+        - r["pcvr_vs_truth"]["naive_cvr"]["all"]["auc_counterfactual"]
+        for r in runs
+        if "esmm" in r["pcvr_vs_truth"]
+    ]
     cfg = _simulated.trainer_config(params)
-    payload = {
-        "config": {
-            "quick": args.quick,
-            "rows": args.rows,
-            "seeds": args.seeds,
-            "models": args.models,
-            "epochs": args.epochs if args.epochs is not None else cfg.epochs,
-            "threads": args.threads,
-            "trainer": "conf/base/parameters_training.yml trainer block (device cpu, "
-            "no checkpoint)",
+    doc = {
+        "config": result.config,
+        "trainer": {
             "batch_size": cfg.batch_size,
             "lr": cfg.optimizer.lr,
-            "early_stopping": cfg.early_stopping.to_dict(),
-            "simulator": {
-                k: v
-                for k, v in params["sources"]["simulated"].items()
-                if k not in ("n_rows", "seed")
-            },
-            "seeding": f"seed k: simulator {SIM_SEED} + k, trainer {TRAIN_SEED} + k",
-            "naive_cvr": "ESMM's CVR branch (embedding + cvr_dims tower) trained "
-            "alone on clicked training rows with the purchase label",
-            "naive_max_epochs": args.naive_epochs,
-            "counterfactual_labels": "Bernoulli(true pCVR) for every test "
-            "impression, rng seed [simulator seed, 7]",
-            "ece": f"{ECE_BINS} equal-frequency bins of the prediction, against "
-            "the true pCVR",
-            "implied_pcvr": "latent output when the model has one (ESMM), else "
-            "clip(pCTCVR / pCTR, 0, 1)",
+            "epochs": opts.epochs or cfg.epochs,
         },
-        "machine": machine,
-        "runs": runs,
-        "summary": summarise(runs),
-        "load_average_end": _common.load_average(),
-        "peak_rss_mb": _common.peak_rss_mb(),
-        "wall_s": round(time.perf_counter() - wall, 1),
+        "splits_first_seed": runs[0]["splits"],
+        "summary": {
+            k: aggregate([r[k] for r in runs])
+            for k in ("pcvr_vs_truth", "oracle_pcvr", "models", "naive_cvr")
+        },
     }
-    name = f"{NAME}_quick" if args.quick else NAME
-    path = _common.write_result(name, payload, args.results_dir)
-    _say(f"wrote {path} ({payload['wall_s']} s)")
-    return path
+    headline = {"esmm_minus_naive_auc_counterfactual_all": harness.mean_std(diffs)}
+    doc["summary"]["headline"] = headline
+    result.results = {k: v for k, v in doc.items() if k != "config"}
+    result.tables, result.figures, result.notes = report(doc)
+    result.write(opts.results_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())

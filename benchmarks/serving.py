@@ -1,62 +1,42 @@
 """Serving: ONNX Runtime vs PyTorch eager, latency at batch 1, rows/s at batch 1024.
 
-For every architecture (SharedBottom, ESMM, MMoE, PLE, AITM) with the
-hyperparameters of its experiment block in ``conf/base/parameters_training.yml``
-on the simulated data's feature schema (the encoder is fitted on the train
-split of ``--schema-rows`` simulated rows, 500 000 by default = what
-``kedro run`` trains on), untrained weights (initialised with ``--seed``;
-latency does not depend on the weights):
+Every architecture with its experiment's parameters
+(``conf/base/parameters_training.yml``) on the simulated data's feature
+schema (encoder fitted on ``--schema-rows`` simulated rows), untrained
+(seeded) weights, exported with ``export_onnx``. The same encoded rows are
+scored three ways, interleaved in ``--rounds`` rounds so a change of load
+hits all alike, with the same thread count for PyTorch and ONNX Runtime:
 
-* the model is exported with ``mtl_reco.modeling.export.export_onnx`` (one
-  1-D input per feature, probabilities out, opset 18);
-* three ways of scoring the same rows (encoded rows of the test split) are
-  timed, interleaved in ``--rounds`` rounds so that a change of machine load
-  hits all of them alike:
+* ``torch``: ``model.predict(sparse, dense)`` in ``torch.inference_mode()``;
+* ``onnxruntime``: a raw ``InferenceSession`` (CPU provider, intra-op threads
+  = the count under test, inter-op 1, sequential, all graph optimisations)
+  on per-feature 1-D feeds built beforehand as ``OnnxPredictor`` builds them;
+* ``onnx_predictor``: ``OnnxPredictor.predict`` on ``(B, n)`` matrices (per-
+  call feed building included), with that session.
 
-  - ``torch``: ``model.predict(sparse, dense)`` under
-    ``torch.inference_mode()`` on ``(B, n_sparse)`` int32 / ``(B, n_dense)``
-    float32 tensors (what ``TensorTable`` holds), eval mode;
-  - ``onnxruntime``: a raw ``onnxruntime.InferenceSession`` (CPU provider,
-    ``intra_op_num_threads`` = the thread count under test,
-    ``inter_op_num_threads`` = 1, sequential execution, all graph
-    optimisations) fed the per-feature 1-D arrays (int64 ids, float32
-    values) that ``OnnxPredictor`` builds, prepared before the clock starts;
-  - ``onnx_predictor``: ``OnnxPredictor.predict(sparse, dense)`` on the
-    ``(B, n)`` numpy matrices (the ``score`` pipeline's path: per-call column
-    split and casts included), its session replaced by the one above so the
-    thread count is the same;
+Batch 1: each of ``--latency-calls`` calls timed alone (cycling over 256
+rows); batch ``--batch-size``: ``rows_per_s`` = batch / median call time.
+Parity: ``check_parity`` (largest |torch - onnxruntime| over every output)
+on 1024 rows at batch 1024 and 64 rows at batch 1.
 
-* batch 1: ``--latency-calls`` calls per variant (after ``--warmup``
-  untimed ones) cycling over 256 different rows, each call timed alone;
-  median, p90, p99 and mean in microseconds;
-* batch ``--batch-size`` (1024): ``--throughput-calls`` calls per variant,
-  each timed; ``rows_per_s`` = batch / median call time (robust to load
-  spikes), ``rows_per_s_mean`` = rows / total time;
-* parity: ``check_parity`` (``max |torch - onnxruntime|`` over every output,
-  ESMM's latent pCVR included) on 1024 rows at batch 1024 and 64 rows at
-  batch 1.
-
-PyTorch and ONNX Runtime use the same number of threads; ``--threads``
-takes several values (default: 1 and the usable CPU count).
-
-    python benchmarks/serving.py                  # all five models (~5 min on 2 cores)
+    python benchmarks/serving.py               # five models, threads 1 and 2
     python benchmarks/serving.py --models mmoe,ple --threads 1
-    python benchmarks/serving.py --quick          # CI smoke test (seconds)
+    python benchmarks/serving.py --quick                # CI smoke: ESMM, 1 thread
 
-Output: ``benchmarks/results/serving.json`` (``--quick``: ``serving_quick.json``;
-``--results-dir`` to write elsewhere).
+Writes ``results/serving.json`` (``--quick``: ``serving_quick.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,348 +44,252 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-import _common
 import _simulated
-from mtl_reco.modeling.data import TensorTable
-from mtl_reco.modeling.export import OnnxPredictor, check_parity, export_onnx
-from mtl_reco.modeling.models.base import MultiTaskModel
+import harness
+from _simulated import ARCHS
+from harness import Table, option
+from mtl_reco.modeling.export import check_parity, export_onnx
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.schema import FeatureSchema
+
+try:
+    from mtl_reco.serving import OnnxPredictor
+except ImportError:  # older layout: OnnxPredictor in mtl_reco.modeling.export
+    from mtl_reco.modeling.export import OnnxPredictor
 
 NAME = "serving"
 VARIANTS = ("torch", "onnxruntime", "onnx_predictor")
-SINGLE_ROWS = 256
+LABELS = ("PyTorch", "ONNX Runtime", "OnnxPredictor")
+DESCRIPTIONS = {
+    "torch": "model.predict(sparse, dense) in torch.inference_mode(), eval mode, "
+    "int32/float32 (B, n) tensors",
+    "onnxruntime": "raw onnxruntime.InferenceSession (CPU provider, "
+    "intra_op_num_threads = threads, inter_op 1, sequential, ORT_ENABLE_ALL) on "
+    "prebuilt per-feature 1-D feeds",
+    "onnx_predictor": "mtl_reco OnnxPredictor.predict on (B, n) numpy matrices "
+    "(per-call feed building included), same session settings",
+}
+USABLE = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
-def _say(message: str) -> None:
-    print(message, flush=True)
+@dataclass
+class Options(harness.Config):
+    models: tuple[str, ...] = option(ARCHS, "", quick=("esmm",), choices=ARCHS)
+    threads: tuple[int, ...] = option(  # type: ignore[assignment]
+        tuple(sorted({1, USABLE})), "thread counts", quick=(1,)
+    )
+    schema_rows: int = option(500_000, "simulated rows for the schema", quick=10_000)
+    latency_calls: int = option(3000, "timed calls at batch 1", quick=100)
+    throughput_calls: int = option(100, "timed calls at --batch-size", quick=4)
+    batch_size: int = option(1024, "throughput batch")
+    warmup: int = option(200, "untimed calls first", quick=10)
+    rounds: int = option(5, "interleaved rounds", quick=2)
+    seed: int = option(2026, "weight initialisation seed")
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
-
-
-def _latency_stats(seconds: list[float]) -> dict[str, Any]:
-    us = [s * 1e6 for s in seconds]
-    return {
-        "calls": len(us),
-        "median_us": statistics.median(us),
-        "p90_us": _percentile(us, 90),
-        "p99_us": _percentile(us, 99),
-        "mean_us": statistics.fmean(us),
-        "min_us": min(us),
-    }
-
-
-def _throughput_stats(seconds: list[float], batch: int) -> dict[str, Any]:
-    median = statistics.median(seconds)
-    return {
-        "calls": len(seconds),
-        "batch_size": batch,
-        "median_ms": median * 1e3,
-        "p90_ms": _percentile(seconds, 90) * 1e3,
-        "rows_per_s": batch / median,
-        "rows_per_s_mean": batch * len(seconds) / sum(seconds),
-    }
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _feeds(
-    predictor: OnnxPredictor, sparse: np.ndarray, dense: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Per-feature 1-D inputs exactly as ``OnnxPredictor.predict`` builds them."""
-    inputs = predictor.description["inputs"]  # sparse fields first, then dense
-    n_sparse = sum(spec["kind"] == "sparse" for spec in inputs)
-    feeds: dict[str, np.ndarray] = {}
-    for j, spec in enumerate(inputs):
-        if spec["kind"] == "sparse":
-            feeds[spec["name"]] = np.ascontiguousarray(sparse[:, j], dtype=np.int64)
-        else:
-            feeds[spec["name"]] = np.ascontiguousarray(
-                dense[:, j - n_sparse], dtype=np.float32
-            )
-    return feeds
+def callers(model: Any, sess: Any, pred: Any, table: Any, batch: int, n: int) -> dict:
+    """Per variant, ``n`` zero-argument scoring calls on different rows."""
+    inputs = pred.description["inputs"]  # sparse fields first, then dense
+    outputs = [o.name for o in sess.get_outputs()]
+    calls: dict[str, list[Callable[[], Any]]] = {v: [] for v in VARIANTS}
+    for k in range(n):
+        rows = slice(k * batch, (k + 1) * batch)
+        s, d = table.sparse[rows].contiguous(), table.dense[rows].contiguous()
+        s_np, d_np = s.numpy(), d.numpy()
+        feeds = {
+            spec["name"]: np.ascontiguousarray(s_np[:, j], dtype=np.int64)
+            if spec["kind"] == "sparse"
+            else np.ascontiguousarray(d_np[:, j - s_np.shape[1]], dtype=np.float32)
+            for j, spec in enumerate(inputs)
+        }
+
+        def torch_call(s: torch.Tensor = s, d: torch.Tensor = d) -> Any:
+            with torch.inference_mode():
+                return model.predict(s, d)
+
+        calls["torch"].append(torch_call)
+        calls["onnxruntime"].append(lambda f=feeds: sess.run(outputs, f))
+        calls["onnx_predictor"].append(
+            lambda s=s_np, d=d_np: pred.predict(s, d, batch_size=batch)
+        )
+    return calls
 
 
-class _Callers:
-    """One zero-argument scoring call per variant, for a list of inputs."""
-
-    def __init__(
-        self,
-        model: MultiTaskModel,
-        session: ort.InferenceSession,
-        predictor: OnnxPredictor,
-        sparse: torch.Tensor,
-        dense: torch.Tensor,
-        batch: int,
-        n_inputs: int,
-    ) -> None:
-        outputs = [o.name for o in session.get_outputs()]
-        self.calls: dict[str, list[Callable[[], Any]]] = {v: [] for v in VARIANTS}
-        for k in range(n_inputs):
-            rows = slice(k * batch, (k + 1) * batch)
-            s_t, d_t = sparse[rows].contiguous(), dense[rows].contiguous()
-            s_np, d_np = s_t.numpy(), d_t.numpy()
-            feeds = _feeds(predictor, s_np, d_np)
-
-            def torch_call(s: torch.Tensor = s_t, d: torch.Tensor = d_t) -> Any:
-                with torch.inference_mode():
-                    return model.predict(s, d)
-
-            def ort_call(f: dict = feeds) -> Any:
-                return session.run(outputs, f)
-
-            def predictor_call(s: np.ndarray = s_np, d: np.ndarray = d_np) -> Any:
-                return predictor.predict(s, d, batch_size=batch)
-
-            self.calls["torch"].append(torch_call)
-            self.calls["onnxruntime"].append(ort_call)
-            self.calls["onnx_predictor"].append(predictor_call)
-
-
-def _timed(calls: list[Callable[[], Any]], n: int, offset: int) -> list[float]:
-    out = []
-    clock = time.perf_counter
-    for i in range(n):
-        call = calls[(offset + i) % len(calls)]
-        start = clock()
-        call()
-        out.append(clock() - start)
-    return out
-
-
-def _interleaved(
-    callers: _Callers, calls: int, warmup: int, rounds: int
+def interleaved(
+    calls: dict, n: int, warmup: int, rounds: int
 ) -> dict[str, list[float]]:
-    for variant in VARIANTS:
-        _timed(callers.calls[variant], warmup, 0)
-    per_round = max(1, calls // rounds)
+    """Seconds per call: ``warmup`` untimed calls, then ``n`` in ``rounds`` rounds."""
     samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    for r in range(rounds):
+    per_round = max(1, n // rounds)
+    for r in range(-1, rounds):  # round -1: the warm-up
         for variant in VARIANTS:
-            samples[variant] += _timed(callers.calls[variant], per_round, r * per_round)
+            fns = calls[variant]
+            for i in range(warmup if r < 0 else per_round):
+                fn = fns[(r * per_round + i) % len(fns)]
+                t0 = time.perf_counter()
+                fn()
+                if r >= 0:
+                    samples[variant].append(time.perf_counter() - t0)
     return samples
 
 
-def measure_model(
-    arch: str,
-    params: dict[str, Any],
-    schema: FeatureSchema,
-    data: TensorTable,
-    args: argparse.Namespace,
-    workdir: Path,
-) -> dict[str, Any]:
-    """Export one architecture and time the three variants at every thread count."""
-    torch.manual_seed(args.seed)
+def measure(arch: str, schema: Any, table: Any, opts: Options, folder: Path) -> dict:
+    """Export one architecture and time the variants at every thread count."""
+    torch.manual_seed(opts.seed)
+    params = _simulated.model_params(arch, _simulated.project_parameters())
     model = build_model(arch, schema, config=params).eval()
-    path = workdir / f"{arch}.onnx"
+    path = folder / f"{arch}.onnx"
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         description = export_onnx(model, path)
-    export_s = time.perf_counter() - start
-    sparse, dense = data.sparse, data.dense
+    b = opts.batch_size
+    head = (table.sparse[:b], table.dense[:b])
     parity = {
-        str(args.batch_size): check_parity(
-            model,
-            path,
-            (sparse[: args.batch_size], dense[: args.batch_size]),
-            max_rows=None,
-            batch_size=args.batch_size,
-        ),
-        "1": check_parity(model, path, (sparse[:64], dense[:64]), batch_size=1),
+        str(b): check_parity(model, path, head, max_rows=None, batch_size=b),
+        "1": check_parity(model, path, (head[0][:64], head[1][:64]), batch_size=1),
     }
-    result: dict[str, Any] = {
+    out: dict[str, Any] = {
         "model": arch,
-        "params": params,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "outputs": list(model.output_names),
         "onnx_bytes": path.stat().st_size,
         "exporter": description["exporter"],
-        "opset": description["opset"],
-        "export_s": round(export_s, 2),
+        "export_s": round(time.perf_counter() - start, 2),
         "parity_max_abs_diff": max(parity.values()),
         "parity_by_batch_size": parity,
         "by_threads": {},
     }
-    _say(
-        f"  {arch}: {result['n_parameters']:,} parameters, exported in "
-        f"{export_s:.1f} s ({description['exporter']}), parity "
-        f"{result['parity_max_abs_diff']:.1e}"
-    )
-    for threads in args.threads:
+    for threads in opts.threads:
         torch.set_num_threads(threads)
-        session = _session(path, threads)
-        predictor = OnnxPredictor(path)
-        predictor.session = session  # same thread settings as the raw session
-        single = _Callers(model, session, predictor, sparse, dense, 1, SINGLE_ROWS)
-        lat = _interleaved(single, args.latency_calls, args.warmup, args.rounds)
-        n_big = max(1, min(4, len(data) // args.batch_size))
-        big = _Callers(model, session, predictor, sparse, dense, args.batch_size, n_big)
-        thr = _interleaved(
-            big, args.throughput_calls, max(1, args.warmup // 10), args.rounds
+        sess = session(path, threads)
+        pred = OnnxPredictor(path)
+        pred.session = sess  # the same thread settings as the raw session
+        single = callers(model, sess, pred, table, 1, 256)
+        lat = interleaved(single, opts.latency_calls, opts.warmup, opts.rounds)
+        big = callers(model, sess, pred, table, b, max(1, min(4, len(table) // b)))
+        warm = max(1, opts.warmup // 10)
+        thr = interleaved(big, opts.throughput_calls, warm, opts.rounds)
+        entry: dict[str, Any] = {"latency_us": {}, "throughput": {}}
+        for v in VARIANTS:
+            us = np.asarray(lat[v]) * 1e6
+            p50, p90, p99 = (float(x) for x in np.percentile(us, [50, 90, 99]))
+            entry["latency_us"][v] = {
+                "calls": len(us), "median": p50, "p90": p90, "p99": p99,
+                "mean": float(us.mean()), "min": float(us.min()),
+            }  # fmt: skip
+            median = statistics.median(thr[v])
+            entry["throughput"][v] = {
+                "calls": len(thr[v]),
+                "median_ms": median * 1e3,
+                "rows_per_s": b / median,
+                "rows_per_s_mean": b * len(thr[v]) / sum(thr[v]),
+            }
+        us, tput = entry["latency_us"], entry["throughput"]
+        torch_us, ort_us = us["torch"]["median"], us["onnxruntime"]["median"]
+        entry["speedup_latency"] = torch_us / ort_us
+        entry["speedup_throughput"] = (
+            tput["onnxruntime"]["rows_per_s"] / tput["torch"]["rows_per_s"]
         )
-        entry = {
-            "latency_batch1": {v: _latency_stats(lat[v]) for v in VARIANTS},
-            "throughput": {
-                v: _throughput_stats(thr[v], args.batch_size) for v in VARIANTS
-            },
+        out["by_threads"][str(threads)] = entry
+        harness.say(f"  {arch}, {threads} thread(s): batch 1 median {torch_us:.0f} us "
+                    f"(PyTorch) vs {ort_us:.0f} us (ONNX Runtime)")  # fmt: skip
+    return out
+
+
+def report(doc: dict[str, Any]) -> tuple[list[Table], dict[str, Any], list[str]]:
+    tables, lat_speed, thr_speed = [], [], []
+    records, cfg = doc["records"], doc["config"]
+    for t in records[0]["by_threads"] if records else ():
+        lat = Table(
+            f"**{t} thread(s)** - latency at batch 1 (microseconds):",
+            [("model", ""), ("PyTorch median", ",.0f"), ("PyTorch p99", ",.0f"),
+             ("ONNX Runtime median", ",.0f"), ("ONNX Runtime p99", ",.0f"),
+             ("OnnxPredictor median", ",.0f"), ("speed-up (median)", "{:.2f}x")],
+        )  # fmt: skip
+        thr = Table(
+            f"**{t} thread(s)** - throughput at batch {cfg['batch_size']} (rows/s):",
+            [("model", ""), *((label, ",.0f") for label in LABELS),
+             ("ONNX Runtime / PyTorch", "{:.2f}x"), ("parity (max abs diff)", ".1e")],
+        )  # fmt: skip
+        for r in records:
+            e = r["by_threads"][t]
+            us, rows = e["latency_us"], e["throughput"]
+            lat.rows.append(
+                [r["model"], us["torch"]["median"], us["torch"]["p99"],
+                 us["onnxruntime"]["median"], us["onnxruntime"]["p99"],
+                 us["onnx_predictor"]["median"], e["speedup_latency"]]
+            )  # fmt: skip
+            thr.rows.append(
+                [r["model"], *(rows[v]["rows_per_s"] for v in VARIANTS),
+                 e["speedup_throughput"], r["parity_max_abs_diff"]]
+            )  # fmt: skip
+            lat_speed.append(e["speedup_latency"])
+            thr_speed.append(e["speedup_throughput"])
+        tables += [lat, thr]
+    figures = {}
+    if records:
+        figures = {
+            "latency_speedup_min": min(lat_speed),
+            "latency_speedup_max": max(lat_speed),
+            "throughput_ratio_min": min(thr_speed),
+            "throughput_ratio_max": max(thr_speed),
+            "parity_max": max(r["parity_max_abs_diff"] for r in records),
         }
-        t_lat = entry["latency_batch1"]
-        t_thr = entry["throughput"]
-        entry["speedup_onnxruntime_vs_torch"] = {
-            "latency_median": t_lat["torch"]["median_us"]
-            / t_lat["onnxruntime"]["median_us"],
-            "latency_p99": t_lat["torch"]["p99_us"] / t_lat["onnxruntime"]["p99_us"],
-            "throughput": t_thr["onnxruntime"]["rows_per_s"]
-            / t_thr["torch"]["rows_per_s"],
-        }
-        result["by_threads"][str(threads)] = entry
-        _say(
-            f"    threads={threads}: batch 1 median torch "
-            f"{t_lat['torch']['median_us']:.0f} us / onnxruntime "
-            f"{t_lat['onnxruntime']['median_us']:.0f} us (p99 "
-            f"{t_lat['torch']['p99_us']:.0f} / {t_lat['onnxruntime']['p99_us']:.0f}); "
-            f"batch {args.batch_size}: torch {t_thr['torch']['rows_per_s']:,.0f} "
-            f"rows/s, onnxruntime {t_thr['onnxruntime']['rows_per_s']:,.0f} rows/s"
-        )
-    return result
+    s = doc["schema"]
+    notes = [
+        f"{cfg['latency_calls']:,} timed calls per variant at batch 1 and "
+        f"{cfg['throughput_calls']:,} at batch {cfg['batch_size']}, interleaved in "
+        f"{cfg['rounds']} rounds after {cfg['warmup']} warm-up calls; schema of "
+        f"{cfg['schema_rows']:,} simulated rows ({s['sparse_fields']} sparse fields, "
+        f"total cardinality {s['total_cardinality']:,}, {s['dense_fields']} dense); "
+        f"ONNX Runtime {doc['onnxruntime_version']}; untrained (seeded "
+        "initialisation).",
+        "\n".join(f"- `{k}`: {v}" for k, v in DESCRIPTIONS.items()),
+    ]
+    return tables, figures, notes
 
 
-def _usable_cpus() -> int:
-    info = _common.machine_info()
-    return int(info["usable_cpus"] or 1)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI smoke run")
-    parser.add_argument(
-        "--models",
-        default=None,
-        help=f"comma-separated subset of {','.join(_simulated.ARCHS)} (default all; "
-        "--quick: esmm)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=None,
-        help="thread counts for PyTorch and ONNX Runtime (default: 1 and the "
-        "usable CPU count; --quick: 1)",
-    )
-    parser.add_argument("--schema-rows", type=int, default=None)
-    parser.add_argument("--latency-calls", type=int, default=None)
-    parser.add_argument("--throughput-calls", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--results-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    quick = args.quick
-    defaults = {
-        "models": "esmm" if quick else ",".join(_simulated.ARCHS),
-        "threads": [1] if quick else sorted({1, _usable_cpus()}),
-        "schema_rows": 10_000 if quick else 500_000,
-        "latency_calls": 100 if quick else 3000,
-        "throughput_calls": 4 if quick else 100,
-        "warmup": 10 if quick else 200,
-        "rounds": 2 if quick else 5,
-    }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(args.models) - set(_simulated.ARCHS))
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; choose from {_simulated.ARCHS}")
-    return args
-
-
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    # torch's exporter logs one warning per torchvision op it cannot register
+def main(argv: list[str] | None = None) -> int:
+    opts = harness.parse(Options, argv, __doc__ or "")
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(
         logging.ERROR
-    )
-    wall = time.perf_counter()
-    params = _simulated.project_parameters()
-    _say(f"encoding {args.schema_rows:,} simulated rows for the feature schema ...")
-    data = _simulated.prepare(args.schema_rows, seed=2024, splits=("test",))
+    )  # one warning per torchvision op it cannot register
+    result = harness.start(NAME, opts)
+    data = _simulated.prepare(opts.schema_rows, seed=2024, splits=("test",))
     table = data.tables["test"]
-    need = max(SINGLE_ROWS, 4 * args.batch_size)
-    if len(table) < need:  # small --schema-rows: repeat rows to fill the pool
-        reps = -(-need // len(table))
-        index = torch.arange(len(table)).repeat(reps)[:need]
-        table = table.subset(index)
-    _say(
-        f"  schema: {len(data.schema.sparse)} sparse fields (total cardinality "
-        f"{sum(f.cardinality for f in data.schema.sparse):,}), "
-        f"{len(data.schema.dense)} dense; {data.seconds:.1f} s"
-    )
-    machine = _common.machine_info()
-    results = []
+    need = max(256, 4 * opts.batch_size)
+    if len(table) < need:  # a small schema sample: repeat rows to fill the pool
+        index = torch.arange(len(table)).repeat(-(-need // len(table)))
+        table = table.subset(index[:need])
+    records = []
     with tempfile.TemporaryDirectory(prefix="serving_") as tmp:
-        for arch in args.models:
-            params_arch = _simulated.model_params(arch, params)
-            results.append(
-                measure_model(arch, params_arch, data.schema, table, args, Path(tmp))
-            )
-    payload = {
-        "config": {
-            "quick": args.quick,
-            "models": args.models,
-            "threads": args.threads,
-            "schema_rows": args.schema_rows,
-            "batch_size": args.batch_size,
-            "latency_calls": args.latency_calls,
-            "throughput_calls": args.throughput_calls,
-            "warmup": args.warmup,
-            "rounds": args.rounds,
-            "seed": args.seed,
-            "weights": "untrained (seeded initialisation)",
-            "hyperparameters": "conf/base/parameters_training.yml <model>.model.params",
-        },
-        "schema": {
-            "sparse_fields": len(data.schema.sparse),
-            "dense_fields": len(data.schema.dense),
-            "total_cardinality": sum(f.cardinality for f in data.schema.sparse),
-            "embedding_dims": sorted({f.embedding_dim for f in data.schema.sparse}),
-        },
-        "variants": {
-            "torch": "model.predict(sparse, dense) in torch.inference_mode(), eval "
-            "mode, int32/float32 (B, n) tensors",
-            "onnxruntime": "raw onnxruntime.InferenceSession (CPU provider, "
-            "intra_op_num_threads = threads, inter_op 1, sequential, "
-            "ORT_ENABLE_ALL) on prebuilt per-feature 1-D feeds",
-            "onnx_predictor": "mtl_reco OnnxPredictor.predict on (B, n) numpy "
-            "matrices (per-call feed building included), same session settings",
-        },
+        for arch in opts.models:
+            records.append(measure(arch, data.schema, table, opts, Path(tmp)))
+    sparse = data.schema.sparse
+    doc = {
+        "config": result.config,
         "onnxruntime_version": ort.__version__,
-        "machine": machine,
-        "results": results,
-        "load_average_end": _common.load_average(),
-        "peak_rss_mb": _common.peak_rss_mb(),
-        "wall_s": round(time.perf_counter() - wall, 1),
+        "schema": {
+            "sparse_fields": len(sparse),
+            "dense_fields": len(data.schema.dense),
+            "total_cardinality": sum(f.cardinality for f in sparse),
+        },
+        "records": records,
     }
-    name = f"{NAME}_quick" if args.quick else NAME
-    path = _common.write_result(name, payload, args.results_dir)
-    _say(f"wrote {path} ({payload['wall_s']} s)")
-    return path
+    result.results = {k: v for k, v in doc.items() if k != "config"}
+    result.tables, result.figures, result.notes = report(doc)
+    result.write(opts.results_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())

@@ -1,31 +1,31 @@
 """Per-step cost of each loss-weighting strategy relative to ``fixed``.
 
-Trains one architecture with the mtl_reco :class:`Trainer` for each strategy on
-the same synthetic Census-shaped data (32 sparse fields x dim 8 + 7 dense, two
-classification tasks), and also times a bare training loop (forward, summed
-BCE, ``backward``, fused Adam) to show the trainer's own overhead. Every
-configuration runs ``--repeats`` times, round robin; the fastest epoch counts
-(the machine is shared and noisy; ``--threads 1`` is steadier there).
+One architecture trained by mtl_reco's ``Trainer`` with each strategy on the
+same synthetic Census-shaped data (32 sparse fields x dim 8 + 7 dense, two
+tasks), next to a bare training loop (forward, summed BCE, backward, fused
+Adam) that shows the trainer's own overhead. Every configuration runs
+``--repeats`` times round robin; the fastest epoch counts.
 
-Usage::
+    python benchmarks/weighting_overhead.py --model mmoe --size light
+    python benchmarks/weighting_overhead.py --size heavy --threads 1
+    python benchmarks/weighting_overhead.py --quick
 
-    python benchmarks/weighting_overhead.py --model mmoe --size light \
-        --out benchmarks/results/weighting_overhead.json
+Writes ``results/weighting_overhead.json`` (``--quick``: ``..._quick.json``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
+import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+import harness
+from harness import Table, option
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.models.registry import build_model
@@ -39,6 +39,8 @@ from mtl_reco.schema import (
     TaskSpec,
 )
 
+NAME = "weighting_overhead"
+HEAVY = [256, 128]
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "light": {
         "shared_bottom": {"bottom_dims": [64], "tower_dims": [8]},
@@ -48,13 +50,22 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "aitm": {"tower_dims": [32], "head_dims": [8]},
     },
     "heavy": {
-        "shared_bottom": {"bottom_dims": [256, 128], "tower_dims": [64]},
-        "mmoe": {"n_experts": 8, "expert_dims": [256, 128], "tower_dims": [64]},
-        "ple": {"expert_dims": [256, 128], "tower_dims": [64]},
-        "esmm": {"ctr_dims": [256, 128], "cvr_dims": [256, 128]},
-        "aitm": {"tower_dims": [256, 128], "head_dims": [64]},
+        "shared_bottom": {"bottom_dims": HEAVY, "tower_dims": [64]},
+        "mmoe": {"n_experts": 8, "expert_dims": HEAVY, "tower_dims": [64]},
+        "ple": {"expert_dims": HEAVY, "tower_dims": [64]},
+        "esmm": {"ctr_dims": HEAVY, "cvr_dims": HEAVY},
+        "aitm": {"tower_dims": HEAVY, "head_dims": [64]},
     },
 }
+
+
+@dataclass
+class Options(harness.Config):
+    model: str = option("mmoe", "architecture", choices=tuple(SIZES["light"]))
+    size: str = option("light", "size class", choices=tuple(SIZES))
+    batch: int = option(1024, "batch size", quick=256)
+    steps: int = option(40, "steps per epoch", quick=4)
+    repeats: int = option(3, "round-robin repetitions", quick=1)
 
 
 def make_table(rows: int, seed: int = 0) -> tuple[FeatureSchema, TensorTable]:
@@ -68,127 +79,64 @@ def make_table(rows: int, seed: int = 0) -> tuple[FeatureSchema, TensorTable]:
         funnel=Funnel("ctr", "ctcvr"),
     )
     sparse = np.stack([rng.integers(0, c, rows) for c in cards], 1).astype(np.int32)
-    dense = rng.normal(size=(rows, 7)).astype(np.float32)
     click = (rng.random(rows) < 0.3).astype(np.float32)
-    labels = np.stack([click, click * (rng.random(rows) < 0.3)], 1).astype(np.float32)
-    table = TensorTable(
-        torch.from_numpy(sparse),
-        torch.from_numpy(dense),
-        torch.from_numpy(labels),
-        ("ctr", "ctcvr"),
-    )
-    return schema, table
+    labels = np.stack([click, click * (rng.random(rows) < 0.3)], 1)
+    dense = rng.normal(size=(rows, 7)).astype(np.float32)
+    tensors = (torch.from_numpy(a) for a in (sparse, dense, labels.astype(np.float32)))
+    return schema, TensorTable(*tensors, ("ctr", "ctcvr"))
 
 
-def time_trainer(
-    model_name: str,
-    params: dict[str, Any],
-    strategy: str,
-    schema: FeatureSchema,
-    table: TensorTable,
-    batch: int,
-    repeats: int,
-) -> float:
-    """Fastest seconds per training step over ``repeats`` one-epoch runs."""
-    best = float("inf")
-    for r in range(repeats):
-        torch.manual_seed(r)
-        model = build_model(model_name, schema, None, params)
-        cfg = TrainerConfig(epochs=1, batch_size=batch, device="cpu", progress=False)
-        result = Trainer(model, build_strategy(strategy, model.task_names), cfg).fit(
-            table
+def step_seconds(strategy: str | None, data: Any, opts: Options, seed: int) -> float:
+    """Seconds per step of one epoch: the trainer with ``strategy``, or the
+    bare loop (``None``)."""
+    schema, table = data
+    torch.manual_seed(seed)
+    model = build_model(opts.model, schema, None, SIZES[opts.size][opts.model])
+    steps = table.num_batches(opts.batch)
+    if strategy is not None:
+        cfg = TrainerConfig(
+            epochs=1, batch_size=opts.batch, device="cpu", progress=False
         )
-        steps = table.num_batches(batch)
-        best = min(best, result.history[0]["epoch_time_s"] / steps)
-    return best
+        trainer = Trainer(model, build_strategy(strategy, model.task_names), cfg)
+        return float(trainer.fit(table).history[0]["epoch_time_s"]) / steps
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for b in table.batches(opts.batch, shuffle=True, generator=gen):
+        out = model(b.sparse, b.dense)
+        loss = sum(
+            F.binary_cross_entropy_with_logits(out[t], b.labels[:, i])
+            for i, t in enumerate(("ctr", "ctcvr"))
+        )
+        aux = model.auxiliary_loss(out)
+        opt.zero_grad(set_to_none=True)
+        (loss if aux is None else loss + aux).backward()  # type: ignore[union-attr]
+        opt.step()
+    return (time.perf_counter() - start) / steps
 
 
-def time_bare(
-    model_name: str,
-    params: dict[str, Any],
-    schema: FeatureSchema,
-    table: TensorTable,
-    batch: int,
-    repeats: int,
-) -> float:
-    """Fastest seconds per step of a minimal loop (sum of BCEs, fused Adam)."""
-    best = float("inf")
-    for r in range(repeats):
-        torch.manual_seed(r)
-        model = build_model(model_name, schema, None, params)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-        gen = torch.Generator().manual_seed(r)
-        steps = 0
-        start = time.perf_counter()
-        for b in table.batches(batch, shuffle=True, generator=gen):
-            out = model(b.sparse, b.dense)
-            loss = F.binary_cross_entropy_with_logits(out["ctr"], b.labels[:, 0])
-            loss = loss + F.binary_cross_entropy_with_logits(
-                out["ctcvr"], b.labels[:, 1]
-            )
-            aux = model.auxiliary_loss(out)
-            if aux is not None:
-                loss = loss + aux
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-        best = min(best, (time.perf_counter() - start) / steps)
-    return best
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mmoe", choices=sorted(SIZES["light"]))
-    parser.add_argument("--size", default="light", choices=sorted(SIZES))
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    schema, table = make_table(args.batch * args.steps)
-    params = SIZES[args.size][args.model]
-    # warm-up (allocator, kernels)
-    time_bare(
-        args.model,
-        params,
-        schema,
-        table.subset(torch.arange(4 * args.batch)),
-        args.batch,
-        1,
-    )
-    names = ["fixed", *[s for s in available_strategies() if s != "fixed"]]
-    bare = float("inf")
-    per_step = dict.fromkeys(names, float("inf"))
-    for _ in range(args.repeats):  # round robin: noise spreads over all entries
-        bare = min(bare, time_bare(args.model, params, schema, table, args.batch, 1))
+def main(argv: list[str] | None = None) -> int:
+    opts = harness.parse(Options, argv, __doc__ or "")
+    result = harness.start(NAME, opts, params=SIZES[opts.size][opts.model])
+    data = make_table(opts.batch * opts.steps)
+    names = [None, "fixed", *(s for s in available_strategies() if s != "fixed")]
+    best = dict.fromkeys(names, float("inf"))
+    step_seconds(None, data, opts, 0)  # warm-up (allocator, kernels)
+    for rep in range(opts.repeats):  # round robin: noise spreads over all entries
         for name in names:
-            step = time_trainer(args.model, params, name, schema, table, args.batch, 1)
-            per_step[name] = min(per_step[name], step)
-    fixed = per_step["fixed"]
-    result = {
-        "model": args.model,
-        "size": args.size,
-        "params": params,
-        "batch_size": args.batch,
-        "steps_per_epoch": args.steps,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "bare_loop_ms_per_step": bare * 1e3,
-        "trainer_ms_per_step": {k: v * 1e3 for k, v in per_step.items()},
-        "relative_to_fixed": {k: v / fixed for k, v in per_step.items()},
-        "trainer_fixed_vs_bare_loop": fixed / bare,
-    }
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+            best[name] = min(best[name], step_seconds(name, data, opts, rep))
+    ms = {name or "bare loop": 1e3 * s for name, s in best.items()}
+    result.results = {"ms_per_step": ms}
+    table = Table(
+        f"{opts.model}, {opts.size}, batch {opts.batch}: fastest ms per step",
+        [("loop", ""), ("ms per step", ".2f"), ("vs fixed", "{:.2f}x")],
+    )
+    table.rows = [[k, v, v / ms["fixed"]] for k, v in ms.items()]
+    result.tables = [table]
+    result.figures = {"trainer_fixed_vs_bare_loop": ms["fixed"] / ms["bare loop"]}
+    result.write(opts.results_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

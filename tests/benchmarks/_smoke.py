@@ -16,6 +16,7 @@ import pytest
 from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
 RECHUB_HINT = 'Torch-RecHub comes with the bench extra (pip install -e ".[bench]").'
 
 
@@ -78,9 +79,9 @@ def quick_json_once(
 
 def load_make_report(module_name: str) -> ModuleType:
     """``benchmarks/make_report.py`` imported as ``module_name``."""
-    spec = importlib.util.spec_from_file_location(
-        module_name, ROOT / "benchmarks" / "make_report.py"
-    )
+    if str(BENCH) not in sys.path:  # its ``import harness``
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(module_name, BENCH / "make_report.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up

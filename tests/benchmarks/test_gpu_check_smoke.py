@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import torch
-from _smoke import ROOT, load_make_report, quick_json_once
+from _smoke import ROOT, quick_json_once
 
 SCRIPT = "benchmarks/gpu_check.py"  # relative: the JSON records this command
 BARE = "tests/benchmarks/_bare_python.py"
@@ -42,7 +42,8 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Quick:
 
 @pytest.fixture(scope="module")
 def gpu_check() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     return importlib.import_module("gpu_check")
 
 
@@ -62,23 +63,24 @@ def test_every_stage_ran_and_passed_without_kedro_mlflow_or_sklearn(
     quick: Quick,
 ) -> None:
     _, doc = quick
+    res = doc["results"]
     assert doc["benchmark"] == "gpu_check_quick"
     assert doc["command"].startswith(f"python {SCRIPT} --quick")
-    assert doc["errors"] == [] and doc["failed"] == [] and doc["passed"] is True
+    assert res["errors"] == [] and res["failed"] == [] and res["passed"] is True
     stages = {"device", "data", "agreement", "weighting", "throughput", "onnx"}
-    assert stages | {"throughput_compiled"} <= set(doc["stage_s"])
-    assert doc["device"]["device"] == "cpu"
-    assert doc["device"]["torch"] == torch.__version__
-    assert doc["device"]["matmul"]["bf16_tflops"] > 0
-    assert doc["device"]["matmul"]["fp32_tflops"] > 0
-    assert doc["data"]["rows"] == 20_000 and doc["data"]["source"] == "simulated"
-    splits = doc["data"]["splits"]
-    assert sum(s["rows"] for s in splits.values()) == 20_000
+    assert stages | {"throughput_compiled"} <= set(res["stage_s"])
+    assert res["device"]["device"] == "cpu"
+    assert res["device"]["torch"] == torch.__version__
+    assert res["device"]["matmul"]["bf16_tflops"] > 0
+    assert res["device"]["matmul"]["fp32_tflops"] > 0
+    assert res["data"]["rows"] == 20_000 and res["data"]["source"] == "simulated"
+    assert sum(s["rows"] for s in res["data"]["splits"].values()) == 20_000
+    assert "All checks passed." in doc["notes"]
 
 
 def test_device_runs_on_the_cpu_match_the_cpu_runs_exactly(quick: Quick) -> None:
     _, doc = quick
-    models = doc["agreement"]["models"]
+    models = doc["results"]["agreement"]["models"]
     assert set(models) == set(ARCHS)
     for arch, entry in models.items():
         runs = entry["runs"]
@@ -101,17 +103,18 @@ def test_device_runs_on_the_cpu_match_the_cpu_runs_exactly(quick: Quick) -> None
 
 def test_every_weighting_strategy_trained_finite(quick: Quick) -> None:
     _, doc = quick
-    runs = doc["weighting"]["runs"]
+    weighting = doc["results"]["weighting"]
+    runs = weighting["runs"]
     assert set(runs) == {f"{s}.{p}" for s in STRATEGIES for p in ("fp32", "bf16")}
     for key, run in runs.items():
         assert run["finite"], key
         assert run["weighting"] == key.split(".")[0]
-        assert run["steps"] == doc["weighting"]["steps"]
+        assert run["steps"] == weighting["steps"]
 
 
 def test_throughput_covers_every_model_size_and_setting(quick: Quick) -> None:
     _, doc = quick
-    rows = doc["throughput"]
+    rows = doc["results"]["throughput"]
     seen = {(r["size"], r["model"], r["setting"]) for r in rows}
     assert seen == {
         (s, a, x) for s in ("light", "heavy") for a in ARCHS for x in SETTINGS
@@ -133,33 +136,28 @@ def test_throughput_covers_every_model_size_and_setting(quick: Quick) -> None:
         assert r["table"] == ("host" if r["setting"].endswith("_host") else "device")
 
 
-def test_onnx_parity_and_target_bookkeeping(quick: Quick) -> None:
+def test_onnx_parity_target_and_tables(quick: Quick) -> None:
     _, doc = quick
-    onnx = doc["onnx"]
+    res = doc["results"]
+    onnx = res["onnx"]
     assert onnx["exporter"] in ("dynamo", "legacy")
     assert onnx["rows"] == 512 and onnx["parity"] is True
     assert onnx["max_abs_diff_vs_device_torch"] <= 1e-4
     assert onnx["max_abs_diff_vs_cpu_torch"] <= 1e-4
-    target = doc["targets"]["heavy_mmoe_bf16_device_table"]
+    target = res["targets"]["heavy_mmoe_bf16_device_table"]
     assert target["applies"] is False and target["met"] is None  # CPU, tiny batch
     bf16 = [
         r["samples_per_s"]
-        for r in doc["throughput"]
+        for r in res["throughput"]
         if (r["size"], r["model"], r["table"], r["amp"])
         == ("heavy", "mmoe", "device", True)
     ]
     assert target["best_samples_per_s"] == max(bf16)
-
-
-def test_report_renders_the_quick_json(quick: Quick) -> None:
-    _, doc = quick
-    report = load_make_report("make_report_gpu_check")
-    section = next(s for s in report.SECTIONS if s.stem == "gpu_check")
-    text = "\n".join(section.render(doc))
-    for arch in ARCHS:
-        assert arch in text
-    assert "bf16, compiled" in text and "ONNX parity" in text
-    assert isinstance(section.text(doc), str) and section.text(doc)
+    titles = [t["title"] for t in doc["tables"]]
+    assert titles[0].startswith("**CPU/GPU agreement**")
+    assert sum("Training samples/s" in t for t in titles) == 2
+    assert "bf16, compiled" in doc["tables"][1]["columns"]
+    assert any(n.startswith("**ONNX parity**") for n in doc["notes"])
 
 
 def test_agreement_rule(gpu_check: ModuleType) -> None:
@@ -191,10 +189,12 @@ def test_a_broken_stage_is_recorded_and_fails_the_check(
     argv = ["--quick", "--stages", "onnx", "--models", "mmoe", "--out", str(tmp_path)]
     assert gpu_check.main(argv) == 1
     doc = json.loads((tmp_path / "gpu_check_quick.json").read_text(encoding="utf-8"))
-    assert doc["passed"] is False
-    assert [e["where"] for e in doc["errors"]] == ["onnx"]
-    assert doc["errors"][0]["error"] == "RuntimeError: exporter exploded"
-    assert "onnx" not in doc  # nothing half-measured is reported
+    res = doc["results"]
+    assert res["passed"] is False
+    assert [e["where"] for e in res["errors"]] == ["onnx"]
+    assert res["errors"][0]["error"] == "RuntimeError: exporter exploded"
+    assert "onnx" not in res  # nothing half-measured is reported
+    assert any(n.startswith("1 check(s) failed:") for n in doc["notes"])
 
 
 def test_compiled_runs_past_the_budget_are_skipped_and_said_so(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_compiled_runs_past_the_budget_are_skipped_and_said_so(tmp_path: Path) -
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "gpu_check_quick.json").read_text(encoding="utf-8"))
-    by_setting = {r["setting"]: r for r in doc["throughput"]}
+    by_setting = {r["setting"]: r for r in doc["results"]["throughput"]}
     assert set(by_setting) == {*SETTINGS}
     assert "time budget" in by_setting["bf16_compiled"]["skipped"]
     assert all("samples_per_s" in by_setting[s] for s in SETTINGS[:4])

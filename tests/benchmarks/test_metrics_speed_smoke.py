@@ -24,12 +24,15 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
 
 def test_every_pair_agrees_and_is_timed(quick: tuple[Path, dict[str, Any]]) -> None:
     _, doc = quick
-    assert doc["quick"] is True and "--quick" in doc["command"]
-    assert doc["all_agree"] is True and doc["cases"]
-    for case in doc["cases"]:
+    results = doc["results"]
+    assert doc["config"]["quick"] is True and "--quick" in doc["command"]
+    assert results["all_agree"] is True and results["cases"]
+    for case in results["cases"]:
         for metric in ("auc", "logloss"):
             entry = case[metric]
-            assert entry["agree"] and entry["max_abs_diff"] <= doc["tolerance"]
-            for timing in entry["functions"].values():
-                assert math.isfinite(timing["value"])
-                assert timing["best_s"] > 0
+            assert entry["agree"] and entry["max_abs_diff"] <= results["tolerance"]
+            assert set(entry["values"]) == {"numpy", "sklearn", "mtl_reco"}
+            assert all(math.isfinite(v) for v in entry["values"].values())
+            assert all(t > 0 for t in entry["best_s"].values())
+    assert results["decision"]["auc"] in ("numpy", "sklearn")
+    assert len(doc["tables"][0]["rows"]) == len(results["cases"])
