@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,13 +38,18 @@ import torch
 ESMM_ITEM_FIELDS = ("129", "205", "206", "207", "210", "216")
 
 
-def rechub_version() -> str:
-    """The installed version (ImportError when absent)."""
+def require(alternative: str = "") -> str | None:
+    """The installed version, or ``None`` after saying how to install it."""
     from importlib.metadata import version
 
-    import torch_rechub  # noqa: F401  (fail with the import error)
+    try:
+        import torch_rechub  # noqa: F401
 
-    return version("torch-rechub")
+        return version("torch-rechub")
+    except ImportError as exc:
+        print(f"Torch-RecHub is not installed ({exc}); install the bench extra "
+              f'(pip install -e ".[bench]"){alternative}', file=sys.stderr)  # fmt: skip
+        return None
 
 
 @dataclass
@@ -56,6 +62,13 @@ class Arrays:
     sparse_names: Sequence[str]
     vocab_sizes: Sequence[int]
     dense_names: Sequence[str]
+
+    @classmethod
+    def of(cls, table: Any, schema: Any) -> Arrays:
+        """The arrays of an encoded ``TensorTable`` and its feature schema."""
+        vocab = [f.cardinality for f in schema.sparse]
+        arrays = (t.numpy() for t in (table.sparse, table.dense, table.labels))
+        return cls(*arrays, schema.sparse_names, vocab, schema.dense_names)
 
     def __len__(self) -> int:
         return int(self.sparse.shape[0])
@@ -218,14 +231,6 @@ class ThroughputRun:
         self._dir.cleanup()
 
 
-def _predict(model: torch.nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    with torch.no_grad():
-        pairs = [(model(x).float(), y.float()) for x, y in loader]
-    probs, labels = zip(*pairs, strict=True)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
-
-
 def fit_and_score(
     arch: str, splits: Mapping[str, Arrays], embed_dim: int,
     params: Mapping[str, Any], tasks: Sequence[str], *, batch_size: int,
@@ -242,7 +247,6 @@ def fit_and_score(
     """
     torch.manual_seed(seed)
     model = build_model(arch, splits["train"], embed_dim, params)
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     train = splits["train"].trimmed(batch_size)
     train_dl, valid_dl, test_dl = loaders({**splits, "train": train}, batch_size)
     seconds: list[float] = []
@@ -266,10 +270,12 @@ def fit_and_score(
             log_rows = tr.fit(train_dl, valid_dl)
         model = tr.model
     best = 1 + int(np.argmax([row[len(tasks)] for row in log_rows]))
-    stopped = len(log_rows) < max_epochs
     scored = {}
+    model.eval()
     for split, loader in (("valid", valid_dl), ("test", test_dl)):
-        probs, labels = _predict(model, loader)
+        with torch.no_grad():
+            pairs = [(model(x), y) for x, y in loader]
+        probs, labels = (torch.cat(t).numpy() for t in zip(*pairs, strict=True))
         scored[split] = {
             t: score(labels[:, i], probs[:, i]) for i, t in enumerate(tasks)
         }
@@ -279,13 +285,10 @@ def fit_and_score(
         # its UWL loss 2 L exp(-clamp(w, 0)) + w: comparable weight exp(-max(w, 0))
         comparable = [math.exp(-max(w, 0.0)) for w in raw] if adaptive == "uwl" else raw
         weights = dict(zip(tasks, comparable, strict=True))
+    epochs = len(log_rows)
     return {
-        "status": "ok",
-        "n_parameters": n_params,
-        "best_epoch": best,
-        "scored_epoch": best if stopped else len(log_rows),
-        "epochs_run": len(log_rows),
+        "status": "ok", "epochs_run": epochs,
+        "scored_epoch": best if epochs < max_epochs else epochs,
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
-        "weights_final": weights,
-        **scored,
-    }
+        "weights_final": weights, **scored,
+    }  # fmt: skip

@@ -1,11 +1,11 @@
-"""Simulated funnel data and the project's default parameters, for benchmarks.
+"""The data chain of the ``data_processing`` pipeline without Kedro, and the
+project's default parameters, for the benchmarks.
 
-Chains the library functions the ``data_processing`` pipeline's nodes call,
-without Kedro: ``read_source("simulated")`` -> labels -> split -> encoder
-fitted on the train split -> ``load_tensor_table``. Validation is left out:
-the simulator's rows are valid by construction and it changes no row.
-Parameters are ``conf/base/parameters_*.yml`` read as plain YAML, so a
-benchmark trains with the defaults of ``kedro run``.
+:func:`encode` chains the library functions the pipeline's nodes call
+(labels, split, encoder fitted on the train split, tensor tables; validation
+changes no row and is left out); :func:`prepare` runs it on the ``simulated``
+source with the parameters of ``conf/base/parameters_*.yml`` (read as plain
+YAML), so a benchmark trains with the defaults of ``kedro run``.
 """
 
 from __future__ import annotations
@@ -58,56 +58,57 @@ def trainer_config(params: dict[str, Any], **overrides: Any) -> TrainerConfig:
 
 @dataclass
 class FunnelData:
-    """Encoded simulated splits (the true propensities as extras)."""
+    """Encoded splits (true propensities as extras) and the split method."""
 
     schema: FeatureSchema
     tables: dict[str, TensorTable]
+    method: str
     seconds: float
 
     def describe(self) -> dict[str, Any]:
         """Rows, clicks and purchases per split."""
         out = {}
         for name, table in self.tables.items():
-            labels = table.labels_dict()
-            out[name] = {
-                "rows": len(table),
-                "clicks": int(labels["ctr"].sum()),
-                "purchases": int(labels["ctcvr"].sum()),
-            }
+            ctr, ctcvr = (table.labels_dict()[t] for t in ("ctr", "ctcvr"))
+            out[name] = {"rows": len(table), "clicks": int(ctr.sum()),
+                         "purchases": int(ctcvr.sum())}  # fmt: skip
         return out
 
 
-def prepare(
-    n_rows: int,
-    seed: int,
+def encode(
+    raw_schema: Any,
+    raw: Any,
+    labels: LabelsConfig,
+    split: SplitConfig,
+    encoding: EncodingConfig,
     splits: tuple[str, ...] = SPLITS,
-    params: dict[str, Any] | None = None,
 ) -> FunnelData:
-    """Simulate, label, split and encode ``n_rows`` impressions (seed ``seed``)."""
+    """Label, split and encode a raw table as the pipeline does."""
     start = time.perf_counter()
+    plan = plan_labels(raw_schema, labels)
+    labelled = FrameTable(label_table(raw, plan).to_pandas())  # materialised once
+    cols = {"split_column": plan.split_column, "time_column": plan.time_column}
+    split_plan = plan_split(labelled, split, **cols)
+    parts = split_table(labelled, split_plan)
+    parts = {k: FrameTable(v.to_pandas()) for k, v in parts.items()}
+    encoder = FeatureEncoder.fit(
+        parts["train"], sparse=plan.sparse, dense=plan.dense, config=encoding,
+        labels=plan.task_names, extras=plan.extras,
+    )  # fmt: skip
+    schema = encoder.feature_schema(plan.task_specs, plan.funnel)
+    encoded = {s: encoder.transform_table(parts[s]) for s in splits}
+    tables = {s: load_tensor_table(t, schema) for s, t in encoded.items()}
+    return FunnelData(schema, tables, split_plan.method, time.perf_counter() - start)
+
+
+def prepare(n_rows: int, seed: int, splits: tuple[str, ...] = SPLITS,
+            params: dict[str, Any] | None = None) -> FunnelData:  # fmt: skip
+    """``n_rows`` simulated impressions (seed ``seed``), encoded."""
     params = params if params is not None else project_parameters()
     options = {**params["sources"]["simulated"], "n_rows": n_rows, "seed": seed}
-    raw_schema, raw = read_source("simulated", options)
-    plan = plan_labels(raw_schema, LabelsConfig.from_dict(params["labels"]))
-    labelled = FrameTable(label_table(raw, plan).to_pandas())  # generated once
-    split_plan = plan_split(
-        labelled,
+    configs = (
+        LabelsConfig.from_dict(params["labels"]),
         SplitConfig.from_dict(params["split"]),
-        split_column=plan.split_column,
-        time_column=plan.time_column,
+        EncodingConfig.from_dict(params["encoding"]),
     )
-    parts = split_table(labelled, split_plan)
-    encoder = FeatureEncoder.fit(
-        parts["train"],
-        sparse=plan.sparse,
-        dense=plan.dense,
-        config=EncodingConfig.from_dict(params["encoding"]),
-        labels=plan.task_names,
-        extras=plan.extras,
-    )
-    schema = encoder.feature_schema(plan.task_specs, plan.funnel)
-    tables = {
-        name: load_tensor_table(encoder.transform_table(parts[name]), schema)
-        for name in splits
-    }
-    return FunnelData(schema, tables, time.perf_counter() - start)
+    return encode(*read_source("simulated", options), *configs, splits)

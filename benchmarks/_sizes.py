@@ -1,18 +1,11 @@
-"""Model sizes and data shape of the throughput benchmarks, and their FLOPs.
+"""Model sizes and data of the throughput benchmarks (``train_throughput.py``,
+``gpu_check.py``), and their matmul FLOPs.
 
-Used by ``train_throughput.py`` (CPU, against Torch-RecHub) and
-``gpu_check.py`` (GPU). Two size classes, hyperparameters in mtl_reco's
-vocabulary:
-
-* **light** - Torch-RecHub's Ali-CCP example
-  (``examples/ranking/run_ali_ccp_multi_task.py``): embedding 4 (ESMM 16);
-* **heavy** - embedding 16; 8 experts (PLE: 2 levels x (3 per task + 2
-  shared)) of [256, 128], towers / heads [64].
-
-The data is Ali-CCP shaped: 23 sparse fields with the vocabulary sizes the
-simulated source draws with its default options (50 k users, 20 k items,
-200 categories; ``+ 1`` for the encoder's reserved id 0), 8 dense fields,
-tasks ``ctr`` and ``ctcvr``.
+**light** is Torch-RecHub's Ali-CCP example (embedding 4, ESMM 16); **heavy**
+has embedding 16 and 8 experts of [256, 128] (PLE: 2 levels of 3 per task + 2
+shared), towers / heads [64]. The rows are Ali-CCP shaped: 23 sparse fields
+with the vocabularies the simulator draws by default, 8 dense, ``ctr`` and
+``ctcvr``.
 """
 
 from __future__ import annotations
@@ -23,14 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtl_reco import schema as fs
 from mtl_reco.modeling.data import TensorTable
-from mtl_reco.modeling.schema import (
-    DenseFeature,
-    FeatureSchema,
-    Funnel,
-    SparseFeature,
-    TaskSpec,
-)
 
 ARCHS = ("shared_bottom", "mmoe", "ple", "aitm", "esmm")
 EXPERT_MODELS = ("mmoe", "ple")  # the models whose experts have a layout option
@@ -87,29 +74,22 @@ def model_params(size: str, arch: str) -> dict[str, Any]:
     return {**SIZES[size]["models"][arch], "embedding_dim": embedding_dim(size, arch)}
 
 
-def ali_ccp_like(rows: int, seed: int) -> tuple[FeatureSchema, TensorTable]:
+def ali_ccp_like(rows: int, seed: int) -> tuple[fs.FeatureSchema, TensorTable]:
     """Encoded-looking rows: uniform ids, standard-normal dense, funnel labels."""
     rng = np.random.default_rng(seed)
     sizes = [LARGEST_ID[f] + 1 for f in SPARSE]
     sparse = np.stack([rng.integers(0, n, rows, dtype=np.int32) for n in sizes], 1)
     dense = rng.standard_normal((rows, len(DENSE)), dtype=np.float32)
     click = rng.random(rows) < 0.04
-    labels = np.stack([click, click & (rng.random(rows) < 0.10)], 1)
-    schema = FeatureSchema(
-        sparse=tuple(
-            SparseFeature(f, n, 16) for f, n in zip(SPARSE, sizes, strict=True)
-        ),
-        dense=tuple(DenseFeature(f) for f in DENSE),
-        tasks=tuple(TaskSpec(t) for t in TASKS),
-        funnel=Funnel(click="ctr", conversion="ctcvr"),
-    )
-    table = TensorTable(
-        sparse=torch.from_numpy(sparse),
-        dense=torch.from_numpy(dense),
-        labels=torch.from_numpy(labels.astype(np.float32)),
-        task_names=TASKS,
-    )
-    return schema, table
+    labels = np.stack([click, click & (rng.random(rows) < 0.10)], 1).astype(np.float32)
+    fields = zip(SPARSE, sizes, strict=True)
+    schema = fs.FeatureSchema(
+        sparse=tuple(fs.SparseFeature(f, n, 16) for f, n in fields),
+        dense=tuple(fs.DenseFeature(f) for f in DENSE),
+        tasks=tuple(fs.TaskSpec(t) for t in TASKS), funnel=fs.Funnel("ctr", "ctcvr"),
+    )  # fmt: skip
+    arrays = (torch.from_numpy(a) for a in (sparse, dense, labels))
+    return schema, TensorTable(*arrays, task_names=TASKS)
 
 
 def _mlp(width: int, dims: Sequence[int]) -> int:
@@ -123,9 +103,7 @@ def _tower(width: int, dims: Sequence[int]) -> int:
     return _mlp(width, dims) + 2 * (dims[-1] if dims else width)
 
 
-def forward_matmul_flops(
-    arch: str, params: Mapping[str, Any], schema: FeatureSchema, n_tasks: int = 2
-) -> int:
+def forward_matmul_flops(arch: str, params: Mapping[str, Any], schema: Any) -> int:
     """Forward matmul FLOPs per sample, from the layer shapes of ``params``.
 
     ``2 * fan_in * fan_out`` per Linear / expert layer / gate / tower / head,
@@ -133,18 +111,15 @@ def forward_matmul_flops(
     element-wise ops, softmax and embedding lookups count 0. A training step
     costs 3x that (forward, gradients of inputs and of weights).
     """
-    p, t = params, n_tasks
+    p, t = params, len(schema.tasks)
     width = len(schema.sparse) * p["embedding_dim"] + len(schema.dense)
     if arch == "shared_bottom":
-        return _mlp(width, p["bottom_dims"]) + t * _tower(
-            p["bottom_dims"][-1], p["tower_dims"]
-        )
+        towers = _tower(p["bottom_dims"][-1], p["tower_dims"])
+        return _mlp(width, p["bottom_dims"]) + t * towers
     if arch == "mmoe":
         e, d = p["n_experts"], p["expert_dims"][-1]
-        gates = t * (2 * width * e + 2 * e * d)
-        return (
-            e * _mlp(width, p["expert_dims"]) + gates + t * _tower(d, p["tower_dims"])
-        )
+        gates = t * (2 * width * e + 2 * e * d) + t * _tower(d, p["tower_dims"])
+        return e * _mlp(width, p["expert_dims"]) + gates
     if arch == "ple":
         es, eh, d = p["n_specific_experts"], p["n_shared_experts"], p["expert_dims"][-1]
         flops, n_all = 0, t * es + eh
@@ -160,9 +135,6 @@ def forward_matmul_flops(
     if arch == "aitm":
         d = p["tower_dims"][-1]
         transfer = 2 * d * d + 3 * 2 * (2 * d * d) + 2 * 2 * d
-        return (
-            t * _mlp(width, p["tower_dims"])
-            + (t - 1) * transfer
-            + t * _tower(d, p["head_dims"])
-        )
+        heads = t * _tower(d, p["head_dims"])
+        return t * _mlp(width, p["tower_dims"]) + (t - 1) * transfer + heads
     raise ValueError(f"no FLOP formula for {arch!r}")

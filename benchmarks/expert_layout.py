@@ -1,24 +1,18 @@
 """Expert layouts of MMoE: a full training step (forward, backward, fused Adam).
 
-Candidates, the same MMoE otherwise (2 tasks, 23 sparse fields x 16 + 8
-dense inputs, batch 2048):
-
-* ``linear_list``: one ``MLP`` of ``nn.Linear`` per expert (the usual layout
-  of reimplementations), built here from the library's layers: the reference;
-* the model config's ``expert_layout`` values ``per_expert``, ``fused``,
-  ``bmm``, ``manual`` (hand-written kernels) and ``auto`` (the default,
-  timed as it is).
-
-Repetitions are interleaved (seeded random order inside each) so machine
-noise hits every candidate alike; medians and minima, ratios to
-``linear_list``, samples/s and the share of the float32 GEMM speed measured
-in the same run. Each size runs with every ``--threads`` count.
+The same MMoE (2 tasks, 23 sparse fields x 16 + 8 dense inputs) with its
+experts as ``linear_list`` (one ``MLP`` of ``nn.Linear`` per expert, the
+usual layout of reimplementations, built here from the library's layers: the
+reference) or with the model config's ``expert_layout`` ``per_expert``,
+``fused``, ``bmm``, ``manual`` (hand-written kernels) and ``auto`` (the
+default). Repetitions interleave the candidates (seeded random order); medians
+and minima per step, ratios to ``linear_list``, share of the GEMM speed.
 
     python benchmarks/expert_layout.py                 # 4 sizes, threads 2 and 1
     python benchmarks/expert_layout.py --sizes heavy --threads 1
     python benchmarks/expert_layout.py --quick         # CI smoke
 
-Writes ``results/expert_layout.json`` (``--quick``: ``expert_layout_quick.json``).
+Writes ``results/expert_layout.json`` (``--quick``: ``..._quick.json``).
 """
 
 from __future__ import annotations
@@ -35,17 +29,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import _sizes
 import harness
 from harness import Table, option
+from mtl_reco import schema as fs
 from mtl_reco.modeling.layers import MLP, FeatureEmbedding, SoftmaxGate, Tower
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import (
-    DenseFeature,
-    FeatureSchema,
-    Funnel,
-    SparseFeature,
-    TaskSpec,
-)
 
 NAME = "expert_layout"
 CANDIDATES = ("linear_list", "per_expert", "fused", "bmm", "manual", "auto")
@@ -76,7 +65,7 @@ class Options(harness.Config):
 class LinearListMMoE(nn.Module):
     """MMoE with one ``MLP`` of ``nn.Linear`` per expert (the reference)."""
 
-    def __init__(self, schema: FeatureSchema, size: str) -> None:
+    def __init__(self, schema: fs.FeatureSchema, size: str) -> None:
         super().__init__()
         n, dims, towers = SIZES[size]
         self.embedding = FeatureEmbedding(schema)
@@ -92,7 +81,7 @@ class LinearListMMoE(nn.Module):
         return {t: tw((g(x).unsqueeze(1) @ experts).squeeze(1)) for t, g, tw in heads}
 
 
-def build(candidate: str, schema: FeatureSchema, size: str) -> nn.Module:
+def build(candidate: str, schema: fs.FeatureSchema, size: str) -> nn.Module:
     if candidate == "linear_list":
         return LinearListMMoE(schema, size)
     n, dims, towers = SIZES[size]
@@ -122,19 +111,7 @@ def make_step(model: nn.Module, opts: Options) -> Callable[[], None]:
     return step
 
 
-def train_flops(size: str, batch: int, width: int = 23 * 16 + 8) -> float:
-    """Matmul FLOPs of one training step (3x the forward's)."""
-    n, dims, towers = SIZES[size]
-    flops, w = 0.0, width
-    for d in dims:
-        flops, w = flops + 2 * n * w * d, d
-    flops += len(TASKS) * (2 * width * n + 2 * n * w)  # gates and mixtures
-    for d in (*towers, 1):
-        flops, w = flops + len(TASKS) * 2 * w * d, d
-    return 3 * batch * flops
-
-
-def measure(size: str, schema: FeatureSchema, opts: Options, gemm: float) -> dict:
+def measure(size: str, schema: fs.FeatureSchema, opts: Options, gemm: float) -> dict:
     """Interleaved repetitions of every candidate's step at one size."""
     steps = {}
     for cand in opts.candidates:
@@ -153,7 +130,11 @@ def measure(size: str, schema: FeatureSchema, opts: Options, gemm: float) -> dic
             times[cand].append((time.perf_counter() - t0) / opts.steps)
     median = {c: statistics.median(v) for c, v in times.items()}
     minimum = {c: min(v) for c, v in times.items()}
-    flops, ref = train_flops(size, opts.batch), median.get("linear_list")
+    n, dims, towers = SIZES[size]
+    params = {"n_experts": n, "expert_dims": dims, "tower_dims": towers,
+              "embedding_dim": schema.sparse[0].embedding_dim}  # fmt: skip
+    flops = 3 * opts.batch * _sizes.forward_matmul_flops("mmoe", params, schema)
+    ref = median.get("linear_list")
     return {
         "fastest": min(median, key=median.__getitem__),
         "fastest_by_minimum": min(minimum, key=minimum.__getitem__),
@@ -203,11 +184,13 @@ def report(doc: dict[str, Any]) -> tuple[list[Table], dict[str, Any], list[str]]
 def main(argv: list[str] | None = None) -> int:
     opts = harness.parse(Options, argv, __doc__ or "")
     result = harness.start(NAME, opts)
-    schema = FeatureSchema(
-        sparse=tuple(SparseFeature(f"s{j}", opts.cardinality, 16) for j in range(23)),
-        dense=tuple(DenseFeature(f"d{j}") for j in range(8)),
-        tasks=tuple(TaskSpec(t) for t in TASKS),
-        funnel=Funnel("ctr", "ctcvr"),
+    schema = fs.FeatureSchema(
+        sparse=tuple(
+            fs.SparseFeature(f"s{j}", opts.cardinality, 16) for j in range(23)
+        ),
+        dense=tuple(fs.DenseFeature(f"d{j}") for j in range(8)),
+        tasks=tuple(fs.TaskSpec(t) for t in TASKS),
+        funnel=fs.Funnel("ctr", "ctcvr"),
     )
     runs, gemm = [], {}
     for threads in opts.threads:

@@ -1,27 +1,23 @@
-"""The harness every script in ``benchmarks/`` runs on.
+"""The harness every script in ``benchmarks/`` runs on (``import harness``).
 
-* Options: a script declares them as a dataclass derived from :class:`Config`
-  (fields made with :func:`option`); :func:`parse` turns it into the command
-  line, one ``--kebab-name`` per field, with a ``--quick`` default per field;
-* :func:`start` applies ``--threads`` and captures the machine
-  (:func:`machine_info`: CPU, cores, load average, torch version and threads);
-  :func:`measure_gemm` gives the float32 GEMM reference where a benchmark
-  needs one;
-* :class:`Result` is what a run writes: ``<results-dir>/<name>.json``, atomic,
-  with the UTC timestamp, the exact command, wall time, peak RSS and load at
-  the end, the compact ``results``, the named ``figures`` the report quotes,
-  the ``tables`` (:class:`Table`) and ``notes``; :meth:`Result.write` also
-  prints the tables;
-* :func:`fmt` formats one table cell, for stdout and for ``make_report.py``.
+* options: a dataclass derived from :class:`Config` (fields made with
+  :func:`option`); :func:`parse` makes the command line from it, one
+  ``--kebab-name`` per field, each with its ``--quick`` default;
+* :func:`start` applies ``--threads`` and captures the machine and its load;
+  :func:`measure_gemm` is the float32 GEMM reference a benchmark may need;
+* :class:`Result` is what a run writes, atomically: ``<name>.json`` with the
+  UTC timestamp, the exact command, wall time, peak RSS, the ``figures`` a
+  reading quotes, the ``tables`` (:class:`Table`), ``notes`` and the compact
+  ``results``; :func:`fmt` formats a table cell for stdout and the report.
 
-Scripts run as ``python benchmarks/<script>.py`` (so ``benchmarks/`` is on
-``sys.path``) and ``import harness``. Torch is imported inside the functions
-that need it: ``make_report.py`` uses this module without it.
+Torch is imported inside the functions that need it (``make_report.py``
+uses this module without it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -43,22 +39,14 @@ from typing import Any, TypeVar
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 PROJECT_ROOT = BENCH_DIR.parent
-_UNSET: Any = object()
 C = TypeVar("C", bound="Config")
 
 
 # -- options ----------------------------------------------------------------------
-def option(
-    default: Any = None,
-    help: str = "",
-    *,
-    quick: Any = _UNSET,
-    choices: Sequence[str] = (),
-    flags: Sequence[str] = (),
-) -> Any:
-    """A :class:`Config` field: default, help, ``--quick`` default, allowed values."""
-    meta = {"help": help, "quick": quick, "choices": tuple(choices), "flags": flags}
-    return field(default=default, metadata=meta)
+def option(default: Any, help: str = "", **meta: Any) -> Any:
+    """A :class:`Config` field: default, help and optionally ``quick`` (its
+    default under ``--quick``), ``choices`` and more ``flags``."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
@@ -93,26 +81,24 @@ def parse(cls: type[C], argv: Sequence[str] | None = None, doc: str = "") -> C:
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] or None)
     for f in fields(cls):
         meta, hint = f.metadata, hints[f.name]
-        shown = (
-            ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-        )
-        extra = "" if meta["quick"] is _UNSET else f"; --quick: {meta['quick']}"
+        shown = f.default
+        if isinstance(shown, tuple):
+            shown = ",".join(map(str, shown))
+        quick = f"; --quick: {meta['quick']}" if "quick" in meta else ""
         kwargs: dict[str, Any] = {"dest": f.name, "default": None}
         if bool in (hint, *typing.get_args(hint)):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = _converter(hint)
-        flag = "--" + f.name.replace("_", "-")
-        text = f"{meta['help']} (default: {shown}{extra})".replace("%", "%%")
-        parser.add_argument(flag, *meta["flags"], help=text.lstrip(), **kwargs)
-    ns = parser.parse_args(argv)
-    values: dict[str, Any] = {}
+        text = f"{meta['help']} (default: {shown}{quick})".replace("%", "%%").lstrip()
+        flags = ["--" + f.name.replace("_", "-"), *meta.get("flags", ())]
+        parser.add_argument(*flags, help=text, **kwargs)
+    ns, values = parser.parse_args(argv), {}
     for f in fields(cls):
         value = getattr(ns, f.name)
         if value is None:
-            quick = f.metadata["quick"]
-            value = quick if ns.quick and quick is not _UNSET else f.default
-        allowed = f.metadata["choices"]
+            value = f.metadata.get("quick", f.default) if ns.quick else f.default
+        allowed = f.metadata.get("choices", ())
         for item in value if isinstance(value, tuple) else (value,):
             if allowed and item not in allowed:
                 parser.error(f"unknown {f.name} {item!r}; choose from {allowed}")
@@ -123,10 +109,7 @@ def parse(cls: type[C], argv: Sequence[str] | None = None, doc: str = "") -> C:
 # -- machine ----------------------------------------------------------------------
 def load_average() -> list[float] | None:
     """1, 5 and 15-minute load averages (``None`` where unsupported)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def peak_rss_mb() -> float:
@@ -135,35 +118,25 @@ def peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, Any]:
     """CPU, cores, load, Python, torch version and threads: what makes a timing
     interpretable on another machine."""
     import torch
 
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        names = [
+            ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
     return {
-        "cpu_model": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "load_average": load_average(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    }
+        "cpu_model": cpu, "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else None,
+        "load_average": load_average(), "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+    }  # fmt: skip
 
 
 def measure_gemm(n: int = 2048, repeats: int = 7) -> list[float]:
@@ -190,12 +163,11 @@ def gemm_record(measurements: Sequence[Sequence[float]], n: int) -> dict[str, An
 
     pooled = [s for m in measurements for s in m]
     return {
-        "n": n,
-        "threads": torch.get_num_threads(),
+        "n": n, "threads": torch.get_num_threads(),
         "best_gflops": round(max(pooled), 2),
         "median_gflops": round(statistics.median(pooled), 2),
         "per_measurement_best": [round(max(m), 2) for m in measurements],
-    }
+    }  # fmt: skip
 
 
 # -- small helpers ----------------------------------------------------------------
@@ -261,12 +233,9 @@ class Table:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "columns": [c for c, _ in self.columns],
-            "formats": [s for _, s in self.columns],
-            "rows": self.rows,
-        }
+        names, formats = ([c[i] for c in self.columns] for i in (0, 1))
+        return {"title": self.title, "columns": names, "formats": formats,
+                "rows": self.rows}  # fmt: skip
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Table:
@@ -334,6 +303,15 @@ class Result:
         return {
             k: doc[k] for k in ("benchmark", "timestamp", "command", "wall_s")
         } | doc
+
+    def finish(self, report: Callable[[dict[str, Any]], Any], folder: str) -> int:
+        """Fill tables, figures and notes from ``report({"config", **results})``,
+        write the file; the script's exit status."""
+        self.tables, self.figures, self.notes = report(
+            {"config": self.config, **self.results}
+        )
+        self.write(folder)
+        return 0
 
     def write(self, folder: Path | str, quiet: bool = False) -> Path:
         """Write the JSON atomically (temporary file, then rename); unless

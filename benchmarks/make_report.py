@@ -26,141 +26,86 @@ from harness import PROJECT_ROOT, RESULTS_DIR, Table
 OUTPUT = PROJECT_ROOT / "BENCHMARKS.md"
 #: name -> (title, reading: sentences filled from the file's figures)
 SECTIONS: dict[str, tuple[str, list[str]]] = {
-    "census_quality": (
-        "Census-Income quality (MMoE paper setup) vs the papers and Torch-RecHub",
-        [
-            "The same seeded split of the Census-Income training file, the same "
-            "encoding and the same training budget for both libraries, several seeds "
-            "each.",
-            "mtl_reco's mean test AUC minus Torch-RecHub's ranges from {diff_min:+.4f} "
-            "to {diff_max:+.4f} over the model/task pairs.",
-            "Against the papers' mean (or only) figures the difference is "
-            "{paper_gap_min:+.4f} to {paper_gap_max:+.4f}; the papers scored the "
-            "official test file, so that comparison is indicative only.",
-        ],
-    ),
-    "loss_weighting": (
-        "Loss weighting on Census-Income (MMoE)",
-        [
-            "MMoE on the Census split with each of mtl_reco's loss-weighting "
-            "strategies under the same budget.",
-            "income: test AUC from {income_auc_min:.4f} ({income_auc_min_by}) to "
-            "{income_auc_max:.4f} ({income_auc_max_by}).",
-            "marital: test AUC from {marital_auc_min:.4f} ({marital_auc_min_by}) to "
-            "{marital_auc_max:.4f} ({marital_auc_max_by}).",
-            "Differences smaller than the std over seeds are not evidence that one "
-            "strategy is better.",
-        ],
-    ),
-    "train_throughput": (
-        "Training throughput: mtl_reco vs Torch-RecHub",
-        [
-            "Both libraries train the same architectures on the same data, batch "
-            "size, optimizer and loss weighting in one process.",
-            "With each architecture's fastest mtl_reco setting, light: "
-            "{light_ratio_min:.1f}x to {light_ratio_max:.1f}x Torch-RecHub's "
-            "samples/s; heavy: {heavy_ratio_min:.1f}x to {heavy_ratio_max:.1f}x, at "
-            "{heavy_share_min:.0f}-{heavy_share_max:.0f} % of the machine's GEMM "
-            "speed.",
-            "The 'prebuilt' column times Torch-RecHub's model, loss and optimizer on "
-            "batches built beforehand, i.e. without its DataLoader: the ratio against "
-            "it isolates the model and training-step code from data loading.",
-        ],
-    ),
-    "data_pipeline": (
-        "Data pipeline scale",
-        [
-            "With {rows_ratio:.0f}x more rows, each stage's peak memory grows by "
-            "{rss_ratio_min:.2f}x to {rss_ratio_max:.2f}x: every stage streams its "
-            "input in bounded chunks (lazy tables written to parquet chunk by chunk), "
-            "so the data half of the pipeline does not need memory proportional to "
-            "the data.",
-            "Each stage runs in its own process, so its peak RSS is its own.",
-        ],
-    ),
-    "serving": (
-        "Serving: ONNX Runtime vs PyTorch eager",
-        [
-            "At batch 1 ONNX Runtime answers {latency_speedup_min:.1f}x to "
-            "{latency_speedup_max:.1f}x faster than PyTorch eager (median latency): a "
-            "single row costs little arithmetic, so PyTorch's per-operator Python "
-            "dispatch dominates and ONNX Runtime's fused graph avoids it.",
-            "At batch 1024, where the matrix multiplications weigh more, the "
-            "throughput ratio is {throughput_ratio_min:.2f}x to "
-            "{throughput_ratio_max:.2f}x.",
-            "The exported models score like PyTorch to within {parity_max:.1e} "
-            "(largest absolute difference over every output).",
-            "The OnnxPredictor column adds the library's per-call feed building "
-            "(splitting the matrices into per-feature arrays) to the raw session.",
-        ],
-    ),
-    "selection_bias": (
-        "Sample selection bias, checked against the true pCVR",
-        [
-            "A CVR label exists only after a click, so real logs cannot say how a CVR "
-            "model does on the impressions nobody clicked; the simulator knows every "
-            "impression's true pCVR.",
-            "Over all test impressions ESMM's latent pCVR {esmm_verb} the naive model "
-            "trained on clicked rows (mean AUC against counterfactual labels "
-            "{esmm_auc:.4f} vs {naive_auc:.4f}{diff_text}).",
-            "Calibration: the naive model's mean pCVR is {naive_ratio_clicked:.2f}x "
-            "the truth on the clicked impressions it learnt from but "
-            "{naive_ratio_unclicked:.2f}x on the unclicked ones (the selection bias); "
-            "ESMM's is {esmm_ratio_clicked:.2f}x and {esmm_ratio_unclicked:.2f}x.",
-            "The other architectures, also trained on every impression, imply a pCVR "
-            "(pCTCVR / pCTR) with AUC {others_auc_min:.4f} to {others_auc_max:.4f} "
-            "against the same labels and {others_ratio_min:.2f}x to "
-            "{others_ratio_max:.2f}x the truth on unclicked impressions.",
-            "No model reaches the oracle. ESMM's pCVR is pCTCVR / pCTR = "
-            "P(purchase | click, x), conditioned on the click like the naive model's "
-            "target; where the click and the purchase share a cause the features do "
-            "not show (the simulator's per-impression intent), that conditional is "
-            "above the pCVR the impression would have if it were clicked, so even a "
-            "perfect estimate of it over-estimates on unclicked impressions. What "
-            "learning from every impression can remove is the other part of the "
-            "bias: the naive model extrapolating to the low-pCTR impressions it "
-            "rarely saw.",
-            "The second table is each architecture's distance to the oracle (the true "
-            "pCTR / pCTCVR used as the score on the same labels).",
-        ],
-    ),
-    "gpu_check": (
-        "GPU check: CUDA training, bf16, torch.compile, throughput, ONNX parity",
-        [
-            "One prepared run on a GPU machine: every architecture trained on the GPU "
-            "(fp32 and bf16 autocast) against the same run on the CPU within the "
-            "seed-to-seed noise, every loss-weighting strategy finite there, training "
-            "throughput through the real Trainer path with the table on the GPU or "
-            "streamed from host memory, eager and compiled, and the GPU-trained MMoE "
-            "scored through ONNX Runtime on the CPU."
-        ],
-    ),
-    "expert_layout": (
-        "Expert layout (MMoE training step)",
-        [
-            "Which layout of the experts' matrix multiplications the MMoE/PLE layers "
-            "use by default ('auto'), checked against the alternatives on full "
-            "training steps: a ratio below 1 means the default step is faster than "
-            "one plain Linear per expert."
-        ],
-    ),
-    "metrics_speed": (
-        "AUC and LogLoss: the project's numpy code vs scikit-learn",
-        [
-            "The same arrays scored by the project's vectorised numpy AUC and LogLoss "
-            "and by scikit-learn's: where scikit-learn is slower by more than the "
-            "threshold at the largest size the project keeps its own code."
-        ],
-    ),
-    "weighting_overhead": (
-        "Per-step cost of the loss-weighting strategies",
-        [
-            "The trainer with each strategy against fixed weights and against a bare "
-            "training loop ({trainer_fixed_vs_bare_loop:.2f}x its step time) on the "
-            "same synthetic data."
-        ],
-    ),
-}
+    "census_quality": ("Census-Income quality (MMoE paper setup) vs the papers and "
+                       "Torch-RecHub", [
+        "The same split, encoding and budget for both libraries, several seeds each.",
+        "mtl_reco's mean test AUC minus Torch-RecHub's ranges from {diff_min:+.4f} to "
+        "{diff_max:+.4f} over the model/task pairs.",
+        "Against the papers' mean (or only) figures the difference is "
+        "{paper_gap_min:+.4f} to {paper_gap_max:+.4f}; the papers scored the "
+        "official test file, so that comparison is indicative only.",
+    ]),
+    "loss_weighting": ("Loss weighting on Census-Income (MMoE)", [
+        "income: test AUC from {income_auc_min:.4f} ({income_auc_min_by}) to "
+        "{income_auc_max:.4f} ({income_auc_max_by}).",
+        "marital: test AUC from {marital_auc_min:.4f} ({marital_auc_min_by}) to "
+        "{marital_auc_max:.4f} ({marital_auc_max_by}).",
+        "Differences smaller than the std over seeds are not evidence that one "
+        "strategy is better.",
+    ]),
+    "train_throughput": ("Training throughput: mtl_reco vs Torch-RecHub", [
+        "With each architecture's fastest mtl_reco setting, light: "
+        "{light_ratio_min:.1f}x to {light_ratio_max:.1f}x Torch-RecHub's samples/s; "
+        "heavy: {heavy_ratio_min:.1f}x to {heavy_ratio_max:.1f}x, at "
+        "{heavy_share_min:.0f}-{heavy_share_max:.0f} % of the machine's GEMM speed.",
+        "The ratio against 'prebuilt' batches leaves Torch-RecHub's DataLoader out: "
+        "it compares the model and training-step code alone.",
+    ]),
+    "data_pipeline": ("Data pipeline scale", [
+        "With {rows_ratio:.0f}x more rows, each stage's peak memory grows by "
+        "{rss_ratio_min:.2f}x to {rss_ratio_max:.2f}x: every stage streams its input "
+        "in bounded chunks, so the data half of the pipeline does not need memory "
+        "proportional to the data (each stage in its own process: its peak RSS is "
+        "its own).",
+    ]),
+    "serving": ("Serving: ONNX Runtime vs PyTorch eager", [
+        "At batch 1 ONNX Runtime answers {latency_speedup_min:.1f}x to "
+        "{latency_speedup_max:.1f}x faster than PyTorch eager (median latency): a "
+        "single row costs little arithmetic, so PyTorch's per-operator dispatch "
+        "dominates and ONNX Runtime's fused graph avoids it.",
+        "At batch 1024 the throughput ratio is {throughput_ratio_min:.2f}x to "
+        "{throughput_ratio_max:.2f}x.",
+        "The exported models score like PyTorch to within {parity_max:.1e} (largest "
+        "absolute difference over every output).",
+    ]),
+    "selection_bias": ("Sample selection bias, checked against the true pCVR", [
+        "Over all test impressions ESMM's latent pCVR {esmm_verb} the naive model "
+        "trained on clicked rows (mean AUC against counterfactual labels "
+        "{esmm_auc:.4f} vs {naive_auc:.4f}{diff_text}).",
+        "The naive model's mean pCVR is {naive_ratio_clicked:.2f}x the truth on the "
+        "clicked impressions it learnt from but {naive_ratio_unclicked:.2f}x on the "
+        "unclicked ones (the selection bias); ESMM's is {esmm_ratio_clicked:.2f}x and "
+        "{esmm_ratio_unclicked:.2f}x.",
+        "The other architectures imply a pCVR (pCTCVR / pCTR) with AUC "
+        "{others_auc_min:.4f} to {others_auc_max:.4f} and {others_ratio_min:.2f}x to "
+        "{others_ratio_max:.2f}x the truth on unclicked impressions.",
+        "No model reaches the oracle: ESMM's pCVR is P(purchase | click, x); where "
+        "the click and the purchase share a cause the features do not show (the "
+        "simulator's per-impression intent), that is above the pCVR the impression "
+        "would have if clicked, so even a perfect estimate over-estimates on "
+        "unclicked impressions. Learning from every impression removes the other "
+        "part of the bias: extrapolating to the low-pCTR impressions rarely clicked.",
+    ]),
+    "gpu_check": ("GPU check: CUDA training, bf16, torch.compile, throughput, "
+                  "ONNX parity", [
+        "Every architecture trained on the GPU (fp32, bf16) against the CPU within "
+        "the seed-to-seed noise, every weighting strategy finite there, throughput "
+        "eager and compiled, and the GPU-trained MMoE through ONNX Runtime.",
+    ]),
+    "expert_layout": ("Expert layout (MMoE training step)", [
+        "A ratio below 1 means the default ('auto') layout's training step is "
+        "faster than one plain Linear per expert.",
+    ]),
+    "weighting_overhead": ("Per-step cost of the loss-weighting strategies", [
+        "mtl_reco's trainer with fixed weights takes {trainer_fixed_vs_bare_loop:.2f}x "
+        "the bare loop's time per step; the strategies that need per-task gradients "
+        "(GradNorm, MetaBalance, PCGrad) pay one backward pass per task.",
+    ]),
+    "metrics_speed": ("AUC and LogLoss: the project's numpy code vs scikit-learn", [
+        "Where scikit-learn is slower by more than the threshold at the largest "
+        "size, the project keeps its own code.",
+    ]),
+}  # fmt: skip
 
 
 def markdown(table: Table) -> list[str]:

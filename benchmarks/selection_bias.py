@@ -2,36 +2,24 @@
 
 The ESMM paper (Ma et al., SIGIR 2018) argues that a CVR model trained on
 clicked impressions is biased on the impressions it must also score, and
-that ESMM's latent pCVR, learnt from CTR and CTCVR over every impression, is
-not. Real logs cannot check this; the simulator records every impression's
-true pCTR, pCVR and pCTCVR. Per seed ``k`` (simulator seed 2024 + k, trainer
-seed 2026 + k), ``--rows`` impressions go through the data chain
-(``_simulated.py``), then:
-
-(a) **naive CVR**, the paper's BASE: ESMM's CVR branch (embedding and a
-    ``cvr_dims`` tower) trained alone on the clicked training rows with the
-    purchase label (Adam with the trainer block's lr, weight decay and batch;
-    up to ``--naive-epochs``, early stopping on the validation CVR AUC over
-    clicked rows, best epoch restored);
-(b) **ESMM**'s latent pCVR, trained by the project's trainer (``trainer``
-    block, early stopping on the validation ``mean.auc``);
-(c) **every architecture** with the same trainer: test CTR / CTCVR AUC, the
-    oracle AUC (the true propensity as the score) and the gap, the CVR AUC on
-    clicked rows, and its implied pCVR (ESMM's latent output, else
-    ``clip(pCTCVR / pCTR, 0, 1)``).
-
-Every pCVR is scored against the truth on all, clicked and unclicked test
-impressions: AUC against counterfactual labels (Bernoulli(true pCVR), drawn
-once per seed), Spearman with the true pCVR, mean prediction / mean truth,
-ECE (10 equal-frequency bins of the prediction, against the true pCVR), and
-the usual CVR AUC on clicked rows (observed purchases). Mean ± std over seeds.
+that ESMM's latent pCVR, learnt over every impression, is not. The simulator
+records every impression's true pCTR, pCVR and pCTCVR, so per seed ``k``
+(simulator seed 2024 + k, trainer seed 2026 + k) ``--rows`` impressions go
+through the data chain (``_simulated.py``) and (a) the naive CVR model (the
+paper's BASE: ESMM's CVR branch alone on the clicked training rows, purchase
+label, early stopping on the validation CVR AUC), (b) ESMM and (c) every
+architecture (the ``trainer`` block) are scored against the truth: AUC
+against counterfactual labels (Bernoulli(true pCVR)), Spearman with the true
+pCVR, mean prediction / truth and ECE (10 equal-frequency bins) on all,
+clicked and unclicked test impressions; test CTR / CTCVR AUC and the gap to
+the oracle (the true propensity as the score). Mean ± std over seeds.
 
     python benchmarks/selection_bias.py                   # 1 M rows, 3 seeds
     python benchmarks/selection_bias.py --rows 2000000 --seeds 1
     python benchmarks/selection_bias.py --models esmm --seeds 5   # (a) vs (b)
     python benchmarks/selection_bias.py --quick           # CI smoke (30 k rows)
 
-Writes ``results/selection_bias.json`` (``--quick``: ``selection_bias_quick.json``).
+Writes ``results/selection_bias.json`` (``--quick``: ``..._quick.json``).
 """
 
 from __future__ import annotations
@@ -59,23 +47,13 @@ from mtl_reco.modeling.evaluation import evaluate_model, predict
 from mtl_reco.modeling.layers import FeatureEmbedding, Tower
 from mtl_reco.modeling.metrics import auc_score
 from mtl_reco.modeling.models.registry import build_model
-from mtl_reco.modeling.schema import FeatureSchema
 from mtl_reco.modeling.trainer import train
 from mtl_reco.modeling.weighting.registry import build_strategy
+from mtl_reco.schema import FeatureSchema
 
 NAME = "selection_bias"
 SIM_SEED, TRAIN_SEED, ECE_BINS = 2024, 2026, 10
 NAIVE = "naive CVR (clicked rows only)"
-BIAS_NOTE = (
-    "No model reaches the oracle. ESMM's pCVR is pCTCVR / pCTR = "
-    "P(purchase | click, x), conditioned on the click like the naive model's "
-    "target; where the click and the purchase share a cause the features do not "
-    "show (the simulator's per-impression intent), that conditional is above the "
-    "pCVR the impression would have if it were clicked, so even a perfect "
-    "estimate of it over-estimates on unclicked impressions. What learning from "
-    "every impression can remove is the other part of the bias: the naive model "
-    "extrapolating to the low-pCTR impressions it rarely saw."
-)
 
 
 @dataclass
@@ -147,11 +125,8 @@ def train_naive(
 
 
 def subsets(clicked: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    return [
-        ("all", np.ones_like(clicked)),
-        ("clicked", clicked),
-        ("unclicked", ~clicked),
-    ]
+    everything = np.ones_like(clicked)
+    return [("all", everything), ("clicked", clicked), ("unclicked", ~clicked)]
 
 
 def versus_truth(pcvr: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -167,14 +142,11 @@ def versus_truth(pcvr: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, An
         ranked = ps.size > 2 and np.ptp(ps) > 0
         spearman = spearmanr(ps, ts).statistic if ranked else math.nan
         out[subset] = {
-            "rows": int(mask.sum()),
-            "auc_counterfactual": auc_score(ys, ps),
-            "spearman": float(spearman),
-            "mean_pred": float(ps.mean()),
-            "mean_true": float(ts.mean()),
-            "mean_ratio": float(ps.mean() / ts.mean()),
+            "rows": int(mask.sum()), "auc_counterfactual": auc_score(ys, ps),
+            "spearman": float(spearman), "mean_pred": float(ps.mean()),
+            "mean_true": float(ts.mean()), "mean_ratio": float(ps.mean() / ts.mean()),
             "ece": float(ece / max(ps.size, 1)),
-        }
+        }  # fmt: skip
     out["auc_clicked_observed"] = auc_score(truth["purchased"][clicked], p[clicked])
     return out
 
@@ -215,16 +187,13 @@ def run_seed(k: int, opts: Options, params: dict[str, Any]) -> dict[str, Any]:
         overrides["epochs"] = opts.epochs
     cfg = _simulated.trainer_config(params, **overrides)
     test = data.tables["test"]
-    labels = test.labels_dict()
-    true_pcvr = np.asarray(test.extras["true_pcvr"], dtype=np.float64)
+    labels, true_pcvr = test.labels_dict(), np.asarray(test.extras["true_pcvr"], float)
+    draws = np.random.default_rng([SIM_SEED + k, 7]).random(true_pcvr.size)
     truth = {
         "pcvr": true_pcvr,
         "clicked": labels["ctr"] > 0.5,
         "purchased": labels["ctcvr"] > 0.5,
-        "counterfactual": np.random.default_rng([SIM_SEED + k, 7]).random(
-            true_pcvr.size
-        )
-        < true_pcvr,
+        "counterfactual": draws < true_pcvr,
     }
     naive, naive_info = train_naive(
         data, _simulated.model_params("esmm", params), cfg, opts.naive_epochs
@@ -240,13 +209,8 @@ def run_seed(k: int, opts: Options, params: dict[str, Any]) -> dict[str, Any]:
         s: {"auc_counterfactual": auc_score(truth["counterfactual"][m], true_pcvr[m])}
         for s, m in subsets(truth["clicked"])
     }
-    return {
-        "splits": data.describe(),
-        "naive_cvr": naive_info,
-        "pcvr_vs_truth": scored,
-        "oracle_pcvr": oracle,
-        "models": models,
-    }
+    return {"splits": data.describe(), "naive_cvr": naive_info, "pcvr_vs_truth": scored,
+            "oracle_pcvr": oracle, "models": models}  # fmt: skip
 
 
 def aggregate(records: list[Any]) -> Any:
@@ -299,15 +263,10 @@ def report(doc: dict[str, Any]) -> tuple[list[Table], dict[str, Any], list[str]]
         e_auc, n_auc = (t["all"]["auc_counterfactual"]["mean"] for t in (esmm, naive))
         diff = s["headline"]["esmm_minus_naive_auc_counterfactual_all"]
         better = "ranks better than" if e_auc > n_auc else "does not rank better than"
-        spread = (
-            f"; per-seed difference {harness.fmt(diff, '±4')} over {diff['n']} seeds"
-        )
-        figures = {
-            "esmm_verb": better,
-            "esmm_auc": e_auc,
-            "naive_auc": n_auc,
-            "diff_text": "" if diff["std"] is None else spread,
-        }
+        spread = f"; per-seed difference {harness.fmt(diff, '±4')}"
+        spread += f" over {diff['n']} seeds"
+        figures = {"esmm_verb": better, "esmm_auc": e_auc, "naive_auc": n_auc,
+                   "diff_text": "" if diff["std"] is None else spread}  # fmt: skip
         for name, t in (("naive", naive), ("esmm", esmm)):
             for c in ("clicked", "unclicked"):
                 figures[f"{name}_ratio_{c}"] = t[c]["mean_ratio"]["mean"]
@@ -347,25 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         if "esmm" in r["pcvr_vs_truth"]
     ]
     cfg = _simulated.trainer_config(params)
-    doc = {
-        "config": result.config,
-        "trainer": {
-            "batch_size": cfg.batch_size,
-            "lr": cfg.optimizer.lr,
-            "epochs": opts.epochs or cfg.epochs,
-        },
-        "splits_first_seed": runs[0]["splits"],
-        "summary": {
-            k: aggregate([r[k] for r in runs])
-            for k in ("pcvr_vs_truth", "oracle_pcvr", "models", "naive_cvr")
-        },
-    }
+    keys = ("pcvr_vs_truth", "oracle_pcvr", "models", "naive_cvr")
+    summary = {k: aggregate([r[k] for r in runs]) for k in keys}
     headline = {"esmm_minus_naive_auc_counterfactual_all": harness.mean_std(diffs)}
-    doc["summary"]["headline"] = headline
-    result.results = {k: v for k, v in doc.items() if k != "config"}
-    result.tables, result.figures, result.notes = report(doc)
-    result.write(opts.results_dir)
-    return 0
+    summary["headline"] = headline
+    result.results = {
+        "trainer": {"batch_size": cfg.batch_size, "lr": cfg.optimizer.lr,
+                    "epochs": opts.epochs or cfg.epochs},
+        "splits_first_seed": runs[0]["splits"], "summary": summary,
+    }  # fmt: skip
+    return result.finish(report, opts.results_dir)
 
 
 if __name__ == "__main__":

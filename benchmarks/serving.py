@@ -1,27 +1,17 @@
 """Serving: ONNX Runtime vs PyTorch eager, latency at batch 1, rows/s at batch 1024.
 
-Every architecture with its experiment's parameters
-(``conf/base/parameters_training.yml``) on the simulated data's feature
-schema (encoder fitted on ``--schema-rows`` simulated rows), untrained
-(seeded) weights, exported with ``export_onnx``. The same encoded rows are
-scored three ways, interleaved in ``--rounds`` rounds so a change of load
-hits all alike, with the same thread count for PyTorch and ONNX Runtime:
+Every architecture with its experiment's parameters on the simulated data's
+feature schema (encoder fitted on ``--schema-rows`` rows), untrained (seeded)
+weights, exported with ``export_onnx``; the same rows scored three ways with
+the same thread count, interleaved in ``--rounds`` rounds: ``torch``
+(``model.predict``), ``onnxruntime`` (a raw session on prebuilt per-feature
+feeds) and ``onnx_predictor`` (``OnnxPredictor.predict``, per-call feed
+building included). Batch 1: each call timed alone; batch ``--batch-size``:
+rows/s = batch / median call time. Parity: ``check_parity`` at both batches.
 
-* ``torch``: ``model.predict(sparse, dense)`` in ``torch.inference_mode()``;
-* ``onnxruntime``: a raw ``InferenceSession`` (CPU provider, intra-op threads
-  = the count under test, inter-op 1, sequential, all graph optimisations)
-  on per-feature 1-D feeds built beforehand as ``OnnxPredictor`` builds them;
-* ``onnx_predictor``: ``OnnxPredictor.predict`` on ``(B, n)`` matrices (per-
-  call feed building included), with that session.
-
-Batch 1: each of ``--latency-calls`` calls timed alone (cycling over 256
-rows); batch ``--batch-size``: ``rows_per_s`` = batch / median call time.
-Parity: ``check_parity`` (largest |torch - onnxruntime| over every output)
-on 1024 rows at batch 1024 and 64 rows at batch 1.
-
-    python benchmarks/serving.py               # five models, threads 1 and 2
+    python benchmarks/serving.py                   # five models, threads 1 and 2
     python benchmarks/serving.py --models mmoe,ple --threads 1
-    python benchmarks/serving.py --quick                # CI smoke: ESMM, 1 thread
+    python benchmarks/serving.py --quick           # CI smoke: ESMM, 1 thread
 
 Writes ``results/serving.json`` (``--quick``: ``serving_quick.json``).
 """
@@ -50,11 +40,7 @@ from _simulated import ARCHS
 from harness import Table, option
 from mtl_reco.modeling.export import check_parity, export_onnx
 from mtl_reco.modeling.models.registry import build_model
-
-try:
-    from mtl_reco.serving import OnnxPredictor
-except ImportError:  # older layout: OnnxPredictor in mtl_reco.modeling.export
-    from mtl_reco.modeling.export import OnnxPredictor
+from mtl_reco.serving import OnnxPredictor
 
 NAME = "serving"
 VARIANTS = ("torch", "onnxruntime", "onnx_predictor")
@@ -158,16 +144,13 @@ def measure(arch: str, schema: Any, table: Any, opts: Options, folder: Path) -> 
         "1": check_parity(model, path, (head[0][:64], head[1][:64]), batch_size=1),
     }
     out: dict[str, Any] = {
-        "model": arch,
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "outputs": list(model.output_names),
-        "onnx_bytes": path.stat().st_size,
+        "model": arch, "n_parameters": sum(p.numel() for p in model.parameters()),
+        "outputs": list(model.output_names), "onnx_bytes": path.stat().st_size,
         "exporter": description["exporter"],
         "export_s": round(time.perf_counter() - start, 2),
-        "parity_max_abs_diff": max(parity.values()),
-        "parity_by_batch_size": parity,
+        "parity_max_abs_diff": max(parity.values()), "parity_by_batch_size": parity,
         "by_threads": {},
-    }
+    }  # fmt: skip
     for threads in opts.threads:
         torch.set_num_threads(threads)
         sess = session(path, threads)
@@ -188,17 +171,15 @@ def measure(arch: str, schema: Any, table: Any, opts: Options, folder: Path) -> 
             }  # fmt: skip
             median = statistics.median(thr[v])
             entry["throughput"][v] = {
-                "calls": len(thr[v]),
-                "median_ms": median * 1e3,
+                "calls": len(thr[v]), "median_ms": median * 1e3,
                 "rows_per_s": b / median,
                 "rows_per_s_mean": b * len(thr[v]) / sum(thr[v]),
-            }
-        us, tput = entry["latency_us"], entry["throughput"]
+            }  # fmt: skip
+        us, rows = entry["latency_us"], entry["throughput"]
         torch_us, ort_us = us["torch"]["median"], us["onnxruntime"]["median"]
         entry["speedup_latency"] = torch_us / ort_us
-        entry["speedup_throughput"] = (
-            tput["onnxruntime"]["rows_per_s"] / tput["torch"]["rows_per_s"]
-        )
+        ort_rows, torch_rows = (rows[v]["rows_per_s"] for v in ("onnxruntime", "torch"))
+        entry["speedup_throughput"] = ort_rows / torch_rows
         out["by_threads"][str(threads)] = entry
         harness.say(f"  {arch}, {threads} thread(s): batch 1 median {torch_us:.0f} us "
                     f"(PyTorch) vs {ort_us:.0f} us (ONNX Runtime)")  # fmt: skip
@@ -235,15 +216,11 @@ def report(doc: dict[str, Any]) -> tuple[list[Table], dict[str, Any], list[str]]
             lat_speed.append(e["speedup_latency"])
             thr_speed.append(e["speedup_throughput"])
         tables += [lat, thr]
-    figures = {}
-    if records:
-        figures = {
-            "latency_speedup_min": min(lat_speed),
-            "latency_speedup_max": max(lat_speed),
-            "throughput_ratio_min": min(thr_speed),
-            "throughput_ratio_max": max(thr_speed),
-            "parity_max": max(r["parity_max_abs_diff"] for r in records),
-        }
+    figures = {} if not records else {
+        "latency_speedup_min": min(lat_speed), "latency_speedup_max": max(lat_speed),
+        "throughput_ratio_min": min(thr_speed), "throughput_ratio_max": max(thr_speed),
+        "parity_max": max(r["parity_max_abs_diff"] for r in records),
+    }  # fmt: skip
     s = doc["schema"]
     notes = [
         f"{cfg['latency_calls']:,} timed calls per variant at batch 1 and "
@@ -270,25 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(table) < need:  # a small schema sample: repeat rows to fill the pool
         index = torch.arange(len(table)).repeat(-(-need // len(table)))
         table = table.subset(index[:need])
-    records = []
     with tempfile.TemporaryDirectory(prefix="serving_") as tmp:
-        for arch in opts.models:
-            records.append(measure(arch, data.schema, table, opts, Path(tmp)))
+        records = [measure(a, data.schema, table, opts, Path(tmp)) for a in opts.models]
     sparse = data.schema.sparse
-    doc = {
-        "config": result.config,
-        "onnxruntime_version": ort.__version__,
-        "schema": {
-            "sparse_fields": len(sparse),
-            "dense_fields": len(data.schema.dense),
-            "total_cardinality": sum(f.cardinality for f in sparse),
-        },
-        "records": records,
-    }
-    result.results = {k: v for k, v in doc.items() if k != "config"}
-    result.tables, result.figures, result.notes = report(doc)
-    result.write(opts.results_dir)
-    return 0
+    schema = {"sparse_fields": len(sparse), "dense_fields": len(data.schema.dense),
+              "total_cardinality": sum(f.cardinality for f in sparse)}  # fmt: skip
+    result.results = {"onnxruntime_version": ort.__version__, "schema": schema,
+                      "records": records}  # fmt: skip
+    return result.finish(report, opts.results_dir)
 
 
 if __name__ == "__main__":

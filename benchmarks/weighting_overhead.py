@@ -1,10 +1,10 @@
 """Per-step cost of each loss-weighting strategy relative to ``fixed``.
 
-One architecture trained by mtl_reco's ``Trainer`` with each strategy on the
-same synthetic Census-shaped data (32 sparse fields x dim 8 + 7 dense, two
-tasks), next to a bare training loop (forward, summed BCE, backward, fused
-Adam) that shows the trainer's own overhead. Every configuration runs
-``--repeats`` times round robin; the fastest epoch counts.
+One architecture at a size of ``_sizes.py`` trained by mtl_reco's ``Trainer``
+with each strategy on the same Ali-CCP-shaped rows, next to a bare training
+loop (forward, summed BCE, backward, fused Adam) that shows the trainer's own
+overhead. Every configuration runs ``--repeats`` times round robin; the
+fastest epoch counts.
 
     python benchmarks/weighting_overhead.py --model mmoe --size light
     python benchmarks/weighting_overhead.py --size heavy --threads 1
@@ -20,70 +20,28 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
+import _sizes
 import harness
+from _sizes import ARCHS, SIZES, TASKS
 from harness import Table, option
 from mtl_reco.modeling.config import TrainerConfig
-from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.models.registry import build_model
 from mtl_reco.modeling.trainer import Trainer
 from mtl_reco.modeling.weighting.registry import available_strategies, build_strategy
-from mtl_reco.schema import (
-    DenseFeature,
-    FeatureSchema,
-    Funnel,
-    SparseFeature,
-    TaskSpec,
-)
 
 NAME = "weighting_overhead"
-HEAVY = [256, 128]
-SIZES: dict[str, dict[str, dict[str, Any]]] = {
-    "light": {
-        "shared_bottom": {"bottom_dims": [64], "tower_dims": [8]},
-        "mmoe": {"n_experts": 8, "expert_dims": [16], "tower_dims": [8]},
-        "ple": {"n_levels": 1, "expert_dims": [16], "tower_dims": [8]},
-        "esmm": {"ctr_dims": [16], "cvr_dims": [16]},
-        "aitm": {"tower_dims": [32], "head_dims": [8]},
-    },
-    "heavy": {
-        "shared_bottom": {"bottom_dims": HEAVY, "tower_dims": [64]},
-        "mmoe": {"n_experts": 8, "expert_dims": HEAVY, "tower_dims": [64]},
-        "ple": {"expert_dims": HEAVY, "tower_dims": [64]},
-        "esmm": {"ctr_dims": HEAVY, "cvr_dims": HEAVY},
-        "aitm": {"tower_dims": HEAVY, "head_dims": [64]},
-    },
-}
 
 
 @dataclass
 class Options(harness.Config):
-    model: str = option("mmoe", "architecture", choices=tuple(SIZES["light"]))
+    model: str = option("mmoe", "architecture", choices=ARCHS)
     size: str = option("light", "size class", choices=tuple(SIZES))
     batch: int = option(1024, "batch size", quick=256)
     steps: int = option(40, "steps per epoch", quick=4)
     repeats: int = option(3, "round-robin repetitions", quick=1)
-
-
-def make_table(rows: int, seed: int = 0) -> tuple[FeatureSchema, TensorTable]:
-    """Census-shaped random data: 32 sparse fields (dim 8) + 7 dense, 2 tasks."""
-    rng = np.random.default_rng(seed)
-    cards = rng.integers(3, 60, 32)
-    schema = FeatureSchema(
-        sparse=tuple(SparseFeature(f"s{i}", int(c), 8) for i, c in enumerate(cards)),
-        dense=tuple(DenseFeature(f"d{i}") for i in range(7)),
-        tasks=(TaskSpec("ctr"), TaskSpec("ctcvr")),
-        funnel=Funnel("ctr", "ctcvr"),
-    )
-    sparse = np.stack([rng.integers(0, c, rows) for c in cards], 1).astype(np.int32)
-    click = (rng.random(rows) < 0.3).astype(np.float32)
-    labels = np.stack([click, click * (rng.random(rows) < 0.3)], 1)
-    dense = rng.normal(size=(rows, 7)).astype(np.float32)
-    tensors = (torch.from_numpy(a) for a in (sparse, dense, labels.astype(np.float32)))
-    return schema, TensorTable(*tensors, ("ctr", "ctcvr"))
 
 
 def step_seconds(strategy: str | None, data: Any, opts: Options, seed: int) -> float:
@@ -91,7 +49,8 @@ def step_seconds(strategy: str | None, data: Any, opts: Options, seed: int) -> f
     bare loop (``None``)."""
     schema, table = data
     torch.manual_seed(seed)
-    model = build_model(opts.model, schema, None, SIZES[opts.size][opts.model])
+    params = _sizes.model_params(opts.size, opts.model)
+    model = build_model(opts.model, schema, None, params)
     steps = table.num_batches(opts.batch)
     if strategy is not None:
         cfg = TrainerConfig(
@@ -106,7 +65,7 @@ def step_seconds(strategy: str | None, data: Any, opts: Options, seed: int) -> f
         out = model(b.sparse, b.dense)
         loss = sum(
             F.binary_cross_entropy_with_logits(out[t], b.labels[:, i])
-            for i, t in enumerate(("ctr", "ctcvr"))
+            for i, t in enumerate(TASKS)
         )
         aux = model.auxiliary_loss(out)
         opt.zero_grad(set_to_none=True)
@@ -117,8 +76,10 @@ def step_seconds(strategy: str | None, data: Any, opts: Options, seed: int) -> f
 
 def main(argv: list[str] | None = None) -> int:
     opts = harness.parse(Options, argv, __doc__ or "")
-    result = harness.start(NAME, opts, params=SIZES[opts.size][opts.model])
-    data = make_table(opts.batch * opts.steps)
+    result = harness.start(
+        NAME, opts, params=_sizes.model_params(opts.size, opts.model)
+    )
+    data = _sizes.ali_ccp_like(opts.batch * opts.steps, seed=0)
     names = [None, "fixed", *(s for s in available_strategies() if s != "fixed")]
     best = dict.fromkeys(names, float("inf"))
     step_seconds(None, data, opts, 0)  # warm-up (allocator, kernels)

@@ -100,7 +100,7 @@ def test_loader_profile_and_report(quick: Quick, tmp_path: Path) -> None:
         assert prof["model"] == name and prof["step_ms"] > 0
         parts = prof["by_part_share"]
         assert {"experts", "embedding", "gates", "towers", "optimizer"} <= set(parts)
-        for key in ("by_part_share", "by_phase_share", "by_op_kind_share"):
+        for key in ("by_part_share", "by_phase_share"):
             assert sum(prof[key].values()) == pytest.approx(1.0, abs=0.01), key
     (table,) = doc["tables"]
     assert len(table["rows"]) == sum(len(r["settings"]) for r in results["records"])
