@@ -164,3 +164,19 @@ def test_config_checks() -> None:
     with pytest.raises(ConfigError, match="beta"):
         MetaBalanceConfig(beta=1.0)
     assert MetaBalanceConfig().relax_factor == 0.7 and MetaBalanceConfig().beta == 0.9
+
+
+def test_current_weights_are_the_effective_scale_of_each_task() -> None:
+    # Per shared tensor j, an auxiliary task's gradient is scaled by
+    # s_j = r * m_main,j / m_k,j + (1 - r); the reported weight is the norm of
+    # the scaled gradient over the norm of the plain one, from the averages m.
+    strategy = MetaBalance(["aux", "main"], MetaBalanceConfig(relax_factor=0.7))
+    strategy.norm_averages = torch.tensor([[1.0, 4.0, 0.5], [2.0, 2.0, 3.0]])
+    m_aux, m_main, r = [1.0, 4.0, 0.5], [2.0, 2.0, 3.0], 0.7
+    pairs = zip(m_aux, m_main, strict=True)
+    scaled = [(r * mm / ma + (1 - r)) * ma for ma, mm in pairs]
+    expected = (sum(v * v for v in scaled) / sum(v * v for v in m_aux)) ** 0.5
+    weights = strategy.current_weights()
+    assert weights["main"] == 1.0
+    assert weights["aux"] == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.9235, abs=1e-4)  # not 1: the case is not trivial
