@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     table.rows = [[k, v, v / ms["fixed"]] for k, v in ms.items()]
     result.tables = [table]
-    result.figures = {"trainer_fixed_vs_bare_loop": ms["fixed"] / ms["bare loop"]}
+    result.figures = {f"{k}_vs_fixed": v / ms["fixed"] for k, v in ms.items()}
+    result.figures["trainer_fixed_vs_bare_loop"] = ms["fixed"] / ms["bare loop"]
     result.write(opts.results_dir)
     return 0
 

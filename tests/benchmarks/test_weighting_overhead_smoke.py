@@ -35,3 +35,5 @@ def test_every_strategy_is_timed(quick: tuple[Path, dict[str, Any]]) -> None:
         assert rows[name][2] == pytest.approx(value / ms["fixed"])
     ratio = doc["figures"]["trainer_fixed_vs_bare_loop"]
     assert ratio == pytest.approx(ms["fixed"] / ms["bare loop"])
+    for name, value in ms.items():
+        assert doc["figures"][f"{name}_vs_fixed"] == pytest.approx(value / ms["fixed"])
