@@ -24,7 +24,7 @@ is tested by every registry-parametrised suite without an entry here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -257,3 +257,13 @@ def make_small_model(
 @pytest.fixture(scope="session")
 def build_small_model() -> Callable[..., MultiTaskModel]:
     return make_small_model
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for the test: tiny ops, where a thread pool on a busy
+    shared machine costs more than it gains."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -11,7 +11,6 @@ and positive, and the parameters must move.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -35,12 +34,7 @@ REGRESSION_MODELS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
