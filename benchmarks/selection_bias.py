@@ -45,7 +45,7 @@ from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import TensorTable
 from mtl_reco.modeling.evaluation import evaluate_model, predict
 from mtl_reco.modeling.layers import FeatureEmbedding, Tower
-from mtl_reco.modeling.metrics import auc_score
+from mtl_reco.modeling.metrics import auc_score, implied_cvr
 from mtl_reco.modeling.models.registry import build_model
 from mtl_reco.modeling.trainer import train
 from mtl_reco.modeling.weighting.registry import build_strategy
@@ -165,10 +165,10 @@ def train_architecture(
     test = data.tables["test"]
     metrics = evaluate_model(model, test, batch_size=cfg.eval_batch_size, device="cpu")
     probs = predict(model, test, cfg.eval_batch_size, "cpu")
-    if "cvr" in probs:
-        pcvr = probs["cvr"]
+    if model.conversion_output is not None:  # a latent pCVR (ESMM)
+        pcvr = probs[model.conversion_output]
     else:
-        pcvr = np.clip(probs["ctcvr"] / np.maximum(probs["ctr"], 1e-12), 0.0, 1.0)
+        pcvr = implied_cvr(probs["ctr"], probs["ctcvr"])
     row: dict[str, Any] = {"epochs_run": result.epochs_run}
     for task in ("ctr", "ctcvr"):
         t = metrics["tasks"][task]

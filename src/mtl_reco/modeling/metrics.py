@@ -57,6 +57,7 @@ __all__ = [
     "evaluate",
     "flatten_metrics",
     "grouped_auc",
+    "implied_cvr",
     "log_loss",
     "oracle_from_extras",
 ]
@@ -226,6 +227,16 @@ def _nanmean(values: list[float]) -> float:
     return float(sum(finite) / len(finite)) if finite else NAN
 
 
+def implied_cvr(p_click: np.ndarray, p_conv: np.ndarray) -> np.ndarray:
+    """The conversion rate implied by click and conversion probabilities.
+
+    ``min(p_conv / p_click, 1)``: a probability even where a model without a
+    funnel constraint gives ``p_conv > p_click``.
+    """
+    cvr: np.ndarray = np.minimum(p_conv / np.maximum(p_click, 1e-12), 1.0)
+    return cvr
+
+
 def oracle_from_extras(
     extras: Mapping[str, np.ndarray],
     task_names: list[str] | tuple[str, ...],
@@ -348,8 +359,7 @@ def _funnel_metrics(
     else:
         p_click = _as_scores(scores[funnel.click])[clicked]
         p_conv = _as_scores(scores[funnel.conversion])[clicked]
-        # a probability: models without a funnel constraint can give p_conv > p_click
-        cvr = np.minimum(p_conv / np.maximum(p_click, 1e-12), 1.0)
+        cvr = implied_cvr(p_click, p_conv)
         source = "ratio"
     n_clicked = int(clicked.sum())
     reason = _auc_reason(int(conversion.sum()), n_clicked, cvr)
