@@ -289,3 +289,36 @@ def test_bad_parameters_fail_before_any_node_runs(tmp_path, override, message):
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (project / "data/02_intermediate/raw_events.parquet").exists()
+
+
+def test_kedro_run_trains_on_two_gloo_ranks_from_streamed_parquet(tmp_path):
+    """``kedro run`` stays the entry point; its node launches the ranks."""
+    project = copy_project(tmp_path / "project")
+    proc = kedro(
+        project,
+        "run",
+        "--pipelines=train_mmoe",
+        "--env",
+        "test",
+        "--params",
+        "trainer.distributed.nproc_per_node=2,trainer.data=stream",
+    )
+    log = proc.stdout + proc.stderr
+    assert "data stream, 2 rank(s) per node" in log
+    assert "[rank 0] INFO rank 0/2:" in log and "[rank 1]" not in log
+    history = json.loads(
+        latest(project, "data/06_models/mmoe/training_history.json").read_text()
+    )
+    assert history["epochs_run"] == 2
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert (
+        history["epochs"][1]["train_loss"]["ctr"]
+        < history["epochs"][0]["train_loss"]["ctr"]
+    )
+    metrics = json.loads(
+        latest(project, "data/08_reporting/mmoe/test_metrics.json").read_text()
+    )
+    assert metrics["test"]["tasks"]["ctr"]["auc"] > 0.6
+    run, _ = mlflow_run(project, "mmoe")  # one run: only this process logs
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.distributed.nproc_per_node"] == "2"

@@ -21,15 +21,22 @@ from matplotlib.figure import Figure
 
 from mtl_reco.experiment.checkpoints import CheckpointFolder, code_digest, resume_key
 from mtl_reco.experiment.config import EvaluationConfig, ExportConfig
-from mtl_reco.experiment.loading import load_tensor_table
+from mtl_reco.experiment.distributed import DistributedJob, launch
+from mtl_reco.experiment.loading import (
+    load_split,
+    load_tensor_table,
+    resolve_data_mode,
+    split_rows,
+)
+from mtl_reco.experiment.streaming import StreamingTable
 from mtl_reco.modeling.config import TrainerConfig
-from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.data import BatchSource
 from mtl_reco.modeling.device import resolve_device
 from mtl_reco.modeling.evaluation import evaluate_model, predict
 from mtl_reco.modeling.export import check_parity, export_onnx
 from mtl_reco.modeling.models.base import MultiTaskModel
 from mtl_reco.modeling.models.registry import ModelSpec, build_model, model_from_spec
-from mtl_reco.modeling.trainer import train
+from mtl_reco.modeling.trainer import TrainResult, train
 from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
 from mtl_reco.reporting import plots
 from mtl_reco.schema import FeatureSchema
@@ -74,6 +81,11 @@ def train_model(
     folder stays after training, so a run that fails later resumes from the
     final checkpoint; the run guard deletes it once the run has succeeded.
 
+    ``trainer.data`` decides whether the splits are loaded into memory or
+    streamed from their parquet files (:mod:`mtl_reco.experiment.loading`);
+    ``trainer.distributed`` trains on several ranks
+    (:mod:`mtl_reco.experiment.distributed`), this process saving the result.
+
     Args:
         encoded_train: Encoded train split.
         encoded_valid: Encoded validation split.
@@ -93,15 +105,20 @@ def train_model(
     torch.manual_seed(trainer.seed)  # the model's initialisation
     net = build_model(model.name, schema, model.tasks, model.build_config())
     strategy = build_strategy(weighting.name, net.task_names, weighting.build_config())
-    train_table = load_tensor_table(encoded_train, schema, list(net.task_names))
-    valid_table = load_tensor_table(encoded_valid, schema, list(net.task_names))
+    tasks = list(net.task_names)
+    mode = resolve_data_mode(trainer.data, [encoded_train, encoded_valid], schema)
+    distributed = trainer.distributed.enabled
     logger.info(
-        "training %s with %s weighting on %d rows (valid %d), tasks %s",
+        "training %s with %s weighting on %d rows (valid %d), tasks %s, data %s%s",
         model.name,
         weighting.name,
-        len(train_table),
-        len(valid_table),
-        list(net.task_names),
+        split_rows(encoded_train),
+        split_rows(encoded_valid),
+        tasks,
+        mode,
+        f", {trainer.distributed.nproc_per_node} rank(s) per node"
+        if distributed
+        else "",
     )
     config = trainer
     folder = None
@@ -112,8 +129,8 @@ def train_model(
             weighting=weighting.to_dict(),
             feature_schema=schema.to_dict(),
             data={
-                "train": train_table.fingerprint(),
-                "valid": valid_table.fingerprint(),
+                "train": StreamingTable(encoded_train, schema, tasks).fingerprint(),
+                "valid": StreamingTable(encoded_valid, schema, tasks).fingerprint(),
             },
             device=str(resolve_device(trainer.device)),
             torch=torch.__version__,
@@ -130,7 +147,23 @@ def train_model(
             {**trainer.to_dict(), "checkpoint_dir": str(where), "resume": resumable}
         )
     try:
-        result = train(net, train_table, valid_table, strategy, config)
+        if distributed:
+            job = DistributedJob(
+                encoded_train,
+                encoded_valid,
+                feature_schema,
+                model,
+                weighting,
+                config,
+                mode,
+            )
+            outcome = launch(job)
+            net.load_state_dict(outcome["state"])
+            result = TrainResult(**outcome["result"])
+        else:
+            train_table = load_split(encoded_train, schema, tasks, config, mode)
+            valid_table = load_split(encoded_valid, schema, tasks, config, mode)
+            result = train(net, train_table, valid_table, strategy, config)
     finally:
         if folder is not None:
             folder.close()
@@ -184,9 +217,12 @@ def evaluate_experiment(
     group = (evaluation.group_column,) if evaluation.group_column else ()
     tasks = list(model.task_names)
     results: dict[str, Any] = {}
-    tables: dict[str, TensorTable] = {}
+    tables: dict[str, BatchSource] = {}
+    mode = resolve_data_mode(trainer.data, [encoded_valid, encoded_test], schema)
     for split, encoded in (("valid", encoded_valid), ("test", encoded_test)):
-        tables[split] = load_tensor_table(encoded, schema, tasks, group)
+        tables[split] = load_split(
+            encoded, schema, tasks, trainer, mode, extra_columns=group
+        )
         results[split] = evaluate_model(
             model,
             tables[split],
@@ -209,13 +245,13 @@ def evaluate_experiment(
     }
     test = tables["test"]
     probs = predict(model, test, evaluation.batch_size, trainer.device)
-    predictions = pd.DataFrame({f"label_{t}": test.labels_dict()[t] for t in tasks})
+    labels = test.labels_dict()
+    predictions = pd.DataFrame({f"label_{t}": labels[t] for t in tasks})
     for name, values in probs.items():
         predictions[f"p_{name}"] = values
     if not evaluation.save_predictions:
         predictions = predictions.head(0)
     title = f"{model_spec['model']} / {metrics['weighting']}"
-    labels = test.labels_dict()
     aucs = {t: results["test"]["tasks"][t].get("auc", np.nan) for t in tasks}
     figures = {
         "learning_curves.png": plots.learning_curves(training_history, tasks, title),
@@ -244,9 +280,10 @@ def export_model(
         batch size, rows compared, exporter, opset, input name map).
     """
     model = rebuild_model(model_state, model_spec)
-    table = load_tensor_table(encoded_test, model.schema, tasks=[])
+    rows = None
     if export.parity_rows is not None:
-        table = table.subset(torch.arange(min(len(table), export.parity_rows)))
+        rows = (0, min(split_rows(encoded_test), export.parity_rows))
+    table = load_tensor_table(encoded_test, model.schema, tasks=[], rows=rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         description = export_onnx(

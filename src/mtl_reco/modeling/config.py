@@ -25,6 +25,7 @@ from mtl_reco.typed_config import ConfigError, StrictConfig
 __all__ = [
     "ConfigError",
     "Dims",
+    "DistributedConfig",
     "EarlyStoppingConfig",
     "ModelConfig",
     "NonEmptyDims",
@@ -117,6 +118,47 @@ class EarlyStoppingConfig(StrictConfig):
     restore_best: bool = True
 
 
+class DistributedConfig(StrictConfig):
+    """Data-parallel training with ``torch.distributed`` (DDP).
+
+    With ``nproc_per_node > 1`` (or ``nnodes > 1``) the experiment's training
+    runs as ``nproc_per_node * nnodes`` ranks started by PyTorch's elastic
+    launcher (the engine behind ``torchrun``); the settings mirror
+    ``torchrun``'s flags of the same names.
+
+    Attributes:
+        nproc_per_node: Ranks on this machine (one per GPU on CUDA).
+        backend: ``auto`` (``nccl`` on CUDA, else ``gloo``), ``gloo`` or ``nccl``.
+        nnodes: Machines taking part; each runs the same command.
+        rdzv_endpoint: ``host:port`` of the rendezvous, reachable from every
+            node (``None``: this machine, a free port; one node only).
+        rdzv_id: Job id shared by the nodes of one training.
+        rdzv_timeout_s: How long a node waits for the others to join.
+    """
+
+    nproc_per_node: int = Field(default=1, ge=1)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    nnodes: int = Field(default=1, ge=1)
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "mtl_reco"
+    rdzv_timeout_s: int = Field(default=900, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        """More than one rank in all."""
+        return self.nproc_per_node * self.nnodes > 1
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> Self:
+        """Several nodes need a rendezvous endpoint they can all reach."""
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ConfigError(
+                "trainer.distributed.rdzv_endpoint (host:port reachable from "
+                f"every node) is required with nnodes={self.nnodes}"
+            )
+        return self
+
+
 class TrainerConfig(StrictConfig):
     """Everything about how training runs (shared by all experiments).
 
@@ -145,6 +187,18 @@ class TrainerConfig(StrictConfig):
         compile: Run the training forward through ``torch.compile`` (the
             model's parameters, state dict and export are unchanged; the
             first batches pay the compilation, tens of seconds on a CPU).
+        data: How the encoded splits reach the model: ``memory`` (loaded
+            whole into contiguous tensors), ``stream`` (read from parquet by
+            row groups with a bounded shuffle buffer and a background
+            prefetch) or ``auto`` (memory when the splits fit comfortably in
+            the available RAM, else stream).
+        stream_buffer_rows: Rows of the shuffle buffer in ``stream`` mode
+            (shuffle quality against memory: about 130 bytes per row for
+            the simulated data).
+        prefetch_batches: Batches prepared ahead on a background thread in
+            ``stream`` mode.
+        distributed: Data-parallel training over several processes
+            (:class:`DistributedConfig`); one process by default.
     """
 
     device: str = "auto"
@@ -163,9 +217,33 @@ class TrainerConfig(StrictConfig):
     log_every: int = 0
     sparse_embedding_grad: bool = False
     compile: bool = False
+    data: Literal["memory", "stream", "auto"] = "auto"
+    stream_buffer_rows: int = Field(default=1_000_000, ge=1)
+    prefetch_batches: int = Field(default=4, ge=1)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+    @model_validator(mode="after")
+    def _check_distributed(self) -> Self:
+        """Settings data-parallel training cannot honour fail before the run."""
+        dist = self.distributed
+        if not dist.enabled:
+            return self
+        world = dist.nproc_per_node * dist.nnodes
+        if self.batch_size % world:
+            raise ConfigError(
+                f"trainer.batch_size {self.batch_size} (the global batch) must be "
+                f"a multiple of the number of ranks, {world}"
+            )
+        for key in ("sparse_embedding_grad", "compile"):
+            if getattr(self, key):
+                raise ConfigError(
+                    f"trainer.{key} is not supported with data-parallel training "
+                    f"(trainer.distributed: {world} ranks); set it to false"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_device(self) -> Self:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,50 @@ class Batch(NamedTuple):
     sparse: torch.Tensor
     dense: torch.Tensor
     labels: torch.Tensor
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """What the trainer and the evaluation read a split through.
+
+    :class:`TensorTable` (a split in memory) is one; a reader that streams
+    a split from disk is another (``mtl_reco.experiment.streaming``). Labels
+    and extras (one small column each) are always available whole, since
+    metrics need every row's label and score.
+    """
+
+    task_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def extras(self) -> dict[str, np.ndarray]:
+        """Passthrough columns (numpy arrays of length N), never inputs."""
+        ...
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+    ) -> Iterator[Batch]:
+        """Yield the split's batches (seeded shuffle when ``shuffle``)."""
+        ...
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        """Number of batches :meth:`batches` yields."""
+        ...
+
+    def labels_dict(self) -> dict[str, np.ndarray]:
+        """Label columns as numpy arrays keyed by task name."""
+        ...
+
+    def fingerprint(self) -> str:
+        """Content hash (equal for equal rows in the same order)."""
+        ...
 
 
 @dataclass

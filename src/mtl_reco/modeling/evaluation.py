@@ -6,7 +6,9 @@
 * :func:`predict_raw` / :func:`predict` - logits / probabilities of every
   output of a model over a :class:`~mtl_reco.modeling.data.TensorTable`;
 * :func:`evaluate_model` - the nested metrics of
-  :func:`~mtl_reco.modeling.metrics.evaluate` plus the mean loss per task.
+  :func:`~mtl_reco.modeling.metrics.evaluate` plus the mean loss per task;
+  :func:`evaluate_outputs` computes them from raw outputs already gathered
+  (e.g. from every rank of a data-parallel run).
 
 Example::
 
@@ -17,18 +19,25 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.data import BatchSource
 from mtl_reco.modeling.device import resolve_device
 from mtl_reco.modeling.metrics import evaluate, oracle_from_extras
 from mtl_reco.modeling.models.base import MultiTaskModel, to_predictions
 
-__all__ = ["evaluate_model", "predict", "predict_raw", "task_loss"]
+__all__ = [
+    "evaluate_model",
+    "evaluate_outputs",
+    "predict",
+    "predict_raw",
+    "task_loss",
+]
 
 
 def task_loss(
@@ -47,7 +56,7 @@ def task_loss(
 
 def predict_raw(
     model: MultiTaskModel,
-    table: TensorTable,
+    table: BatchSource,
     batch_size: int = 16384,
     device: str | torch.device = "auto",
 ) -> dict[str, torch.Tensor]:
@@ -76,7 +85,7 @@ def predict_raw(
 
 def predict(
     model: MultiTaskModel,
-    table: TensorTable,
+    table: BatchSource,
     batch_size: int = 16384,
     device: str | torch.device = "auto",
 ) -> dict[str, np.ndarray]:
@@ -95,7 +104,7 @@ def predict(
 
 def evaluate_model(
     model: MultiTaskModel,
-    table: TensorTable,
+    table: BatchSource,
     *,
     batch_size: int = 16384,
     device: str | torch.device = "auto",
@@ -123,20 +132,51 @@ def evaluate_model(
         KeyError: ``group_column`` is not one of the table's extras.
     """
     raw = predict_raw(model, table, batch_size, device)
+    return evaluate_outputs(
+        model,
+        raw,
+        table.labels_dict(),
+        table.extras,
+        group_column=group_column,
+        oracle=oracle,
+    )
+
+
+def evaluate_outputs(
+    model: MultiTaskModel,
+    raw: Mapping[str, torch.Tensor],
+    labels: Mapping[str, np.ndarray],
+    extras: Mapping[str, np.ndarray],
+    *,
+    group_column: str | None = None,
+    oracle: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate_model` from raw outputs already computed.
+
+    Args:
+        model: The model that produced ``raw`` (task types, funnel).
+        raw: Raw outputs per output name (:func:`predict_raw`).
+        labels: Label column per task, rows aligned with ``raw``.
+        extras: Passthrough columns, rows aligned with ``raw``.
+        group_column: Extras column for GAUC, or ``None``.
+        oracle: Add oracle AUCs and gaps when true propensities are present.
+
+    Raises:
+        KeyError: ``group_column`` is not one of ``extras``.
+    """
     types = model.task_types
-    probs = {name: v.numpy() for name, v in to_predictions(raw, types).items()}
-    tasks = [t for t in model.task_names if t in table.task_names]
-    labels = table.labels_dict()
+    probs = {name: v.numpy() for name, v in to_predictions(dict(raw), types).items()}
+    tasks = [t for t in model.task_names if t in labels]
     funnel = model.schema.funnel
     cvr_name = model.conversion_output
     groups = None
     if group_column is not None:
-        if group_column not in table.extras:
+        if group_column not in extras:
             raise KeyError(
                 f"group column {group_column!r} is not in the table's extras "
-                f"{sorted(table.extras)}"
+                f"{sorted(extras)}"
             )
-        groups = table.extras[group_column]
+        groups = extras[group_column]
     result = evaluate(
         {t: labels[t] for t in tasks},
         probs,
@@ -144,7 +184,7 @@ def evaluate_model(
         funnel=funnel,
         cvr_scores=probs[cvr_name] if (funnel is not None and cvr_name) else None,
         groups=groups,
-        oracle=oracle_from_extras(table.extras, tasks, funnel) if oracle else None,
+        oracle=oracle_from_extras(dict(extras), tasks, funnel) if oracle else None,
     )
     total = 0.0
     for t in tasks:

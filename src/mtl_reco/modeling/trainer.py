@@ -27,6 +27,21 @@ What one epoch does:
 * then validation metrics (:func:`evaluate_model`), ``strategy.on_epoch_end``,
   early stopping, the LR scheduler (stepped per epoch) and a checkpoint.
 
+Data-parallel training: when the process is one rank of an initialised
+``torch.distributed`` process group, the trainer wraps the model in
+``DistributedDataParallel`` and reads ``train_table`` as this rank's shard
+(every rank's shard has the same number of rows, so every rank runs the same
+steps); ``batch_size`` is the *global* batch, each rank computing
+``batch_size / world_size`` rows of it. Strategies with one backward pass use
+DDP's own gradient all-reduce; those that need per-task gradients (GradNorm,
+MetaBalance, PCGrad) run in DDP's ``no_sync`` and average the per-task
+gradients and loss values over the ranks before combining them
+(``LossWeighting.set_reducer``), then the model's gradients are averaged in
+one all-reduce: every rank takes the step of the global batch. Validation
+gathers every rank's scores and labels on rank 0, which computes the metrics
+over the whole split and broadcasts them (so early stopping decides the same
+everywhere); only rank 0 logs and writes checkpoints.
+
 A checkpoint (``<checkpoint_dir>/last.pt``, written atomically every epoch)
 holds the model, optimizer, scheduler and strategy states, the RNG states
 (global, CUDA and the shuffle generator), the history and the
@@ -49,14 +64,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mtl_reco.modeling.config import ConfigError, TrainerConfig
-from mtl_reco.modeling.data import TensorTable
+from mtl_reco.modeling.data import BatchSource
 from mtl_reco.modeling.device import resolve_device
-from mtl_reco.modeling.evaluation import evaluate_model, task_loss
+from mtl_reco.modeling.evaluation import (
+    evaluate_model,
+    evaluate_outputs,
+    predict_raw,
+    task_loss,
+)
 from mtl_reco.modeling.kernels.sparse_grad import (
     LazyAdam,
     LazyAdamW,
@@ -228,6 +251,7 @@ class Trainer:
         self.task_names = list(model.task_names)
         self.task_types = model.task_types
         self._model_params = [p for p in model.parameters() if p.requires_grad]
+        self.rank, self.world_size = _process_group()
         if self.config.compile and strategy.reuses_graph:
             raise ConfigError(
                 f"trainer.compile cannot be combined with the loss weighting "
@@ -242,11 +266,64 @@ class Trainer:
             if self.config.compile
             else model
         )
+        self._ddp: DistributedDataParallel | None = None
+        if self.world_size > 1:
+            self._setup_distributed()
         self.optimizer = self._build_optimizer()
         self.scheduler: Any = None
         self._plateau = False
 
     # -- setup ----------------------------------------------------------------------
+    def _setup_distributed(self) -> None:
+        cfg, world = self.config, self.world_size
+        unsupported = [
+            name
+            for name, on in (
+                ("sparse_embedding_grad", cfg.sparse_embedding_grad),
+                ("compile", cfg.compile),
+            )
+            if on
+        ]
+        if unsupported:
+            raise ConfigError(
+                f"trainer.{unsupported[0]} is not supported with data-parallel "
+                f"training ({world} ranks); set it to false"
+            )
+        if cfg.batch_size % world:
+            raise ConfigError(
+                f"trainer.batch_size {cfg.batch_size} (the global batch) must be "
+                f"a multiple of the number of ranks, {world}"
+            )
+        self._ddp = DistributedDataParallel(
+            self.model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+        )
+        self._forward = self._ddp
+        self.strategy.set_reducer(self._mean_over_ranks)
+
+    def _mean_over_ranks(self, tensors: Any) -> None:
+        """Average tensors in place over the ranks (one all-reduce)."""
+        tensors = list(tensors)
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat.div_(self.world_size)
+        for t, part in zip(
+            tensors, torch.split(flat, [t.numel() for t in tensors]), strict=True
+        ):
+            t.copy_(part.view_as(t))
+
+    def _sync_gradients(self) -> None:
+        """Average the gradients DDP's hooks did not (see the module doc)."""
+        params = list(self.strategy.parameters())
+        if self.strategy.reuses_graph:
+            params = [*self._model_params, *params]
+        params = [p for p in params if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if params:
+            self._mean_over_ranks([p.grad for p in params])
+
     def _param_groups(self) -> list[dict[str, Any]]:
         opt_cfg = self.config.optimizer
         unknown = sorted(set(opt_cfg.task_lr) - set(self.task_names))
@@ -336,14 +413,16 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------
     def fit(
-        self, train_table: TensorTable, valid_table: TensorTable | None = None
+        self, train_table: BatchSource, valid_table: BatchSource | None = None
     ) -> TrainResult:
         """Train for ``config.epochs`` epochs (or until early stopping).
 
         Args:
-            train_table: Training split (labels for every loss head).
+            train_table: Training split (labels for every loss head); under
+                ``torch.distributed``, this rank's shard.
             valid_table: Validation split for metrics, early stopping and the
-                plateau scheduler (``None``: no validation, no early stopping).
+                plateau scheduler (``None``: no validation, no early stopping);
+                under ``torch.distributed``, this rank's part of it.
 
         Returns:
             The :class:`TrainResult`; the model holds the best epoch's weights
@@ -355,11 +434,14 @@ class Trainer:
         """
         cfg = self.config
         label_index = self._label_index(train_table)
-        if train_table.num_batches(cfg.batch_size, cfg.drop_last) == 0:
+        batch_size = self._local_batch_size
+        if train_table.num_batches(batch_size, cfg.drop_last) == 0:
             raise TrainingError(
                 f"no training batch: the table has {len(train_table)} rows, "
-                f"batch_size is {cfg.batch_size} and drop_last is {cfg.drop_last}"
+                f"batch_size is {batch_size} and drop_last is {cfg.drop_last}"
             )
+        if self.world_size > 1:
+            self._check_equal_shards(len(train_table))
         es = cfg.early_stopping
         monitor = es.metric if valid_table is not None else None
         if valid_table is None and es.patience > 0:
@@ -415,7 +497,21 @@ class Trainer:
             restored_best=restored,
         )
 
-    def _label_index(self, table: TensorTable) -> list[int]:
+    @property
+    def _local_batch_size(self) -> int:
+        return self.config.batch_size // self.world_size
+
+    def _check_equal_shards(self, rows: int) -> None:
+        sizes = torch.tensor([rows, -rows], dtype=torch.int64)
+        dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+        if int(sizes[0]) != -int(sizes[1]):
+            raise TrainingError(
+                f"rank {self.rank} has {rows} training rows, another rank "
+                f"between {-int(sizes[1])} and {int(sizes[0])}: every rank's "
+                "shard must have the same rows (the same number of steps)"
+            )
+
+    def _label_index(self, table: BatchSource) -> list[int]:
         missing = [t for t in self.task_names if t not in table.task_names]
         if missing:
             raise TrainingError(
@@ -443,7 +539,7 @@ class Trainer:
     def _train_epoch(
         self,
         epoch: int,
-        table: TensorTable,
+        table: BatchSource,
         label_index: list[int],
         shuffle: torch.Generator,
         guard: _FiniteGuard,
@@ -457,7 +553,8 @@ class Trainer:
         no_aux = torch.zeros(1, device=dev)
         has_aux = False
         n_rows = 0
-        n_batches = table.num_batches(cfg.batch_size, cfg.drop_last)
+        batch_size = self._local_batch_size
+        n_batches = table.num_batches(batch_size, cfg.drop_last)
         lrs = {
             g.get("name", str(i)): float(g["lr"])
             for i, g in enumerate(opt.param_groups)
@@ -470,31 +567,34 @@ class Trainer:
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="batch",
             # None: shown on a terminal only (no bar garbage in cron logs)
-            disable=None if cfg.progress else True,
+            disable=None if cfg.progress and self.rank == 0 else True,
             leave=False,
         ) as bar:
             batches = table.batches(
-                cfg.batch_size,
+                batch_size,
                 shuffle=True,
                 generator=shuffle,
                 drop_last=cfg.drop_last,
                 device=dev,
             )
             for b, batch in enumerate(batches):
-                with self._autocast():
-                    outputs = self._forward(batch.sparse, batch.dense)
-                    losses = self._losses(outputs, batch.labels, label_index)
-                    aux = model.auxiliary_loss(outputs)
-                values = torch.cat(
-                    [
-                        torch.stack(list(losses.values())).detach(),
-                        no_aux if aux is None else aux.detach().float().reshape(1),
-                    ]
-                )
-                has_aux = has_aux or aux is not None
-                guard.observe(values, epoch, b)
-                opt.zero_grad(set_to_none=True)
-                weights = strategy.weighted_backward(losses, aux)
+                with self._step_sync():
+                    with self._autocast():
+                        outputs = self._forward(batch.sparse, batch.dense)
+                        losses = self._losses(outputs, batch.labels, label_index)
+                        aux = model.auxiliary_loss(outputs)
+                    values = torch.cat(
+                        [
+                            torch.stack(list(losses.values())).detach(),
+                            no_aux if aux is None else aux.detach().float().reshape(1),
+                        ]
+                    )
+                    has_aux = has_aux or aux is not None
+                    guard.observe(values, epoch, b)
+                    opt.zero_grad(set_to_none=True)
+                    weights = strategy.weighted_backward(losses, aux)
+                if self._ddp is not None:
+                    self._sync_gradients()
                 if cfg.grad_clip_norm is not None:
                     self._clip_gradients(cfg.grad_clip_norm)
                 opt.step()
@@ -515,6 +615,18 @@ class Trainer:
                         "epoch %d batch %d: running loss %s", epoch, b + 1, shown
                     )
         guard.check(epoch)
+        if self.world_size > 1:  # the epoch's means over the global batch
+            totals = torch.cat(
+                [
+                    loss_sum,
+                    weight_sum,
+                    torch.tensor([float(n_rows)], device=dev, dtype=torch.float64),
+                ]
+            )
+            dist.all_reduce(totals)
+            loss_sum = totals[: n_tasks + 1]
+            weight_sum = totals[n_tasks + 1 : 2 * n_tasks + 1] / self.world_size
+            n_rows = int(totals[-1])
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         elapsed = time.perf_counter() - start
@@ -541,15 +653,49 @@ class Trainer:
         else:
             nn.utils.clip_grad_norm_(self._model_params, max_norm, foreach=True)
 
-    def validate(self, table: TensorTable) -> dict[str, float]:
-        """Flat validation metrics of the current model (plus ``loss``)."""
-        result = evaluate_model(
-            self.model,
-            table,
-            batch_size=self.config.eval_batch_size,
-            device=self.device,
+    def _step_sync(self) -> contextlib.AbstractContextManager[Any]:
+        """DDP's ``no_sync`` for strategies that average gradients themselves."""
+        if self._ddp is not None and self.strategy.reuses_graph:
+            return self._ddp.no_sync()
+        return contextlib.nullcontext()
+
+    def validate(self, table: BatchSource) -> dict[str, float]:
+        """Flat validation metrics of the current model (plus ``loss``).
+
+        Under ``torch.distributed`` ``table`` is this rank's part of the
+        split: the metrics are computed over every rank's rows together.
+        """
+        if self.world_size == 1:
+            result = evaluate_model(
+                self.model,
+                table,
+                batch_size=self.config.eval_batch_size,
+                device=self.device,
+            )
+            return flatten_metrics(result)
+        raw = predict_raw(self.model, table, self.config.eval_batch_size, self.device)
+        part = (
+            {k: v.numpy() for k, v in raw.items()},
+            table.labels_dict(),
+            dict(table.extras),
         )
-        return flatten_metrics(result)
+        parts: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
+        dist.gather_object(part, parts, dst=0)
+        shared: list[Any] = [None]
+        if parts is not None:
+            outputs, labels, extras = (
+                {k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]}
+                for i in range(3)
+            )
+            result = evaluate_outputs(
+                self.model,
+                {k: torch.from_numpy(v) for k, v in outputs.items()},
+                labels,
+                extras,
+            )
+            shared[0] = flatten_metrics(result)
+        dist.broadcast_object_list(shared, src=0)
+        return cast(dict[str, float], shared[0])
 
     def _early_stopping(
         self, state: _RunState, epoch: int, valid: Mapping[str, float], monitor: str
@@ -609,6 +755,8 @@ class Trainer:
             self.scheduler.step()
 
     def _log_epoch(self, record: Mapping[str, Any], monitor: str | None) -> None:
+        if self.rank != 0:
+            return
         losses = ", ".join(f"{k} {v:.4f}" for k, v in record["train_loss"].items())
         weights = ", ".join(f"{k} {v:.3f}" for k, v in record["weights"].items())
         msg = (
@@ -635,6 +783,8 @@ class Trainer:
     def _save_checkpoint(
         self, path: Path, state: _RunState, shuffle: torch.Generator
     ) -> None:
+        if self.rank != 0:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": _CHECKPOINT_FORMAT,
@@ -694,6 +844,13 @@ class Trainer:
         )
 
 
+def _process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @contextlib.contextmanager
 def _torch_settings(num_threads: int | None, deterministic: bool) -> Iterator[None]:
     """Apply thread count / deterministic kernels for the run, then restore."""
@@ -714,8 +871,8 @@ def _torch_settings(num_threads: int | None, deterministic: bool) -> Iterator[No
 
 def train(
     model: MultiTaskModel,
-    train_table: TensorTable,
-    valid_table: TensorTable | None,
+    train_table: BatchSource,
+    valid_table: BatchSource | None,
     strategy: LossWeighting,
     config: TrainerConfig | None = None,
 ) -> TrainResult:

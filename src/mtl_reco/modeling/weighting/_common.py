@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -109,14 +109,21 @@ class SharedGradients:
         shared: The truly shared parameters (``model.shared_parameters()``).
         all_params: Every trainable parameter of the model; those not in
             ``shared`` are the "rest" that get one plain backward pass.
+        reduce: Called with each task's gradients before they are made
+            compact (the strategy's ``reduce_mean``: the mean over the ranks
+            of a data-parallel run).
 
     Raises:
         ValueError: ``shared`` holds no trainable parameter.
     """
 
     def __init__(
-        self, shared: Sequence[nn.Parameter], all_params: Sequence[nn.Parameter]
+        self,
+        shared: Sequence[nn.Parameter],
+        all_params: Sequence[nn.Parameter],
+        reduce: Callable[[Sequence[torch.Tensor]], None] | None = None,
     ) -> None:
+        self.reduce = reduce
         self.params = unique_trainable(shared)
         if not self.params:
             raise ValueError("the model declares no trainable shared parameter")
@@ -146,6 +153,9 @@ class SharedGradients:
         :meth:`unflatten` and :meth:`finish` (of the same step).
         """
         grads = [self.task_grads(loss) for loss in losses]
+        if self.reduce is not None:
+            for task in grads:
+                self.reduce(task)
         self._rows = [None] * len(self.params)
         for k in range(len(self.params)):
             column = [task[k] for task in grads]

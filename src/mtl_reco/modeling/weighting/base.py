@@ -21,7 +21,7 @@ strategy's own parameters are given to the trainer's optimizer through
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -53,6 +53,26 @@ class LossWeighting(nn.Module):
         self.task_names: tuple[str, ...] = tuple(task_names)
         self.config = config if config is not None else self.config_cls()
         self._model: MultiTaskModel | None = None
+        self.__dict__["_reducer"] = None
+
+    def set_reducer(
+        self, reducer: Callable[[Sequence[torch.Tensor]], None] | None
+    ) -> None:
+        """Average statistics over the ranks of a data-parallel run.
+
+        The trainer sets ``reducer`` (an in-place mean over ranks) under
+        ``torch.distributed``. A strategy passes through :meth:`reduce_mean`
+        every per-batch quantity it combines non-linearly (per-task
+        gradients, loss values), so that every rank combines those of the
+        global batch and takes the same decision.
+        """
+        self.__dict__["_reducer"] = reducer
+
+    def reduce_mean(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Average ``tensors`` in place over the ranks (nothing in one process)."""
+        reducer = self.__dict__.get("_reducer")
+        if reducer is not None and tensors:
+            reducer(tensors)
 
     def bind(self, model: MultiTaskModel) -> None:
         """Attach the model whose gradients this strategy shapes (called once)."""

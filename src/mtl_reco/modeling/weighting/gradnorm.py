@@ -108,14 +108,14 @@ class GradNorm(LossWeighting):
     def task_gradient_norms(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
         """``||grad_W L_i||`` per task on the last shared layer, ``(T,)``."""
         layer = self.model.last_shared_layer()
-        norms = [
-            torch.linalg.vector_norm(
-                torch.autograd.grad(
-                    loss, layer, retain_graph=True, materialize_grads=True
-                )[0]
-            )
+        grads = [
+            torch.autograd.grad(loss, layer, retain_graph=True, materialize_grads=True)[
+                0
+            ]
             for loss in losses
         ]
+        self.reduce_mean(grads)  # the global batch's gradients under DDP
+        norms = [torch.linalg.vector_norm(grad) for grad in grads]
         return torch.stack(norms).float()
 
     def weighted_backward(
@@ -127,6 +127,7 @@ class GradNorm(LossWeighting):
         weights = self.weights.detach()
         with torch.no_grad():
             current = torch.stack(ordered).detach()
+            self.reduce_mean([current])
             initial = torch.where(self.initialised, self.initial_losses, current)
             self.initial_losses.copy_(initial)
             self.initialised.fill_(True)

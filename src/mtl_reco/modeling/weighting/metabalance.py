@@ -112,7 +112,7 @@ class MetaBalance(LossWeighting):
         """Attach the model and size the moving averages to its shared tensors."""
         super().bind(model)
         self._shared = SharedGradients(
-            model.shared_parameters(), list(model.parameters())
+            model.shared_parameters(), list(model.parameters()), self.reduce_mean
         )
         k = len(self._shared.params)
         if self.norm_averages.shape[1] != k:

@@ -81,7 +81,7 @@ class PCGrad(LossWeighting):
         """Attach the model and collect its shared parameters."""
         super().bind(model)
         self._shared = SharedGradients(
-            model.shared_parameters(), list(model.parameters())
+            model.shared_parameters(), list(model.parameters()), self.reduce_mean
         )
 
     @property

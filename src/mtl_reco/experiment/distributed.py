@@ -1,0 +1,214 @@
+"""Data-parallel training of one experiment with PyTorch's elastic launcher.
+
+``trainer.distributed.nproc_per_node > 1`` makes the training node start
+that many worker processes with :func:`torch.distributed.launcher.api.elastic_launch`
+(the engine behind ``torchrun``; several machines join through the same
+rendezvous settings). Each worker:
+
+1. joins the process group (``nccl`` on CUDA, else ``gloo``; on CUDA rank
+   ``LOCAL_RANK`` uses ``cuda:<LOCAL_RANK>``);
+2. builds the model and the loss weighting from the same seed (DDP also
+   copies rank 0's parameters to every rank);
+3. reads only its shard of the training split (an equal number of rows per
+   rank; the last ``rows % world_size`` rows are left out) and its part of
+   the validation split (every row, for metrics over the whole split), in
+   memory or streamed as ``trainer.data`` resolved in the parent;
+4. trains with :class:`~mtl_reco.modeling.trainer.Trainer`, which wraps the
+   model in ``DistributedDataParallel``;
+5. returns the trained state and the training record; the parent takes
+   those of the lowest global rank it hosts (rank 0 on the first node), so
+   only the parent process saves artefacts and talks to MLflow.
+
+On the CPU each worker uses ``cpu_count // nproc_per_node`` threads unless
+``trainer.num_threads`` says otherwise. A failing worker makes the launcher
+stop the others and the node raise :class:`DistributedTrainingError` naming
+the rank and its error.
+
+No framework import here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import distributed as dist
+
+from mtl_reco.experiment.loading import load_split, split_rows
+from mtl_reco.experiment.streaming import shard_rows
+from mtl_reco.modeling.config import TrainerConfig
+from mtl_reco.modeling.device import resolve_device
+from mtl_reco.modeling.models.registry import ModelSpec, build_model
+from mtl_reco.modeling.trainer import TrainingError, train
+from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
+from mtl_reco.schema import FeatureSchema
+from mtl_reco.tables import Table
+
+__all__ = ["DistributedJob", "DistributedTrainingError", "launch", "run_rank"]
+
+logger = logging.getLogger(__name__)
+
+
+class DistributedTrainingError(TrainingError):
+    """A rank of a data-parallel training failed (the message names it)."""
+
+
+@dataclass(frozen=True)
+class DistributedJob:
+    """Everything a worker needs (pickled to each spawned process).
+
+    Attributes:
+        train: Encoded train split (a parquet table; each rank reads its shard).
+        valid: Encoded validation split.
+        feature_schema: The ``feature_schema`` artefact.
+        model: Architecture and hyperparameters.
+        weighting: Loss-weighting strategy.
+        trainer: Training settings (``checkpoint_dir`` already resolved).
+        data_mode: ``memory`` or ``stream`` (``auto`` resolved by the parent).
+    """
+
+    train: Table | pd.DataFrame
+    valid: Table | pd.DataFrame
+    feature_schema: dict[str, Any]
+    model: ModelSpec
+    weighting: WeightingSpec
+    trainer: TrainerConfig
+    data_mode: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch(job: DistributedJob) -> dict[str, Any]:
+    """Train ``job`` on ``nproc_per_node`` local ranks (and other nodes).
+
+    Returns:
+        What :func:`run_rank` returned on the lowest global rank of this node.
+
+    Raises:
+        DistributedTrainingError: A rank failed; names it and its error.
+    """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    cfg = job.trainer.distributed
+    endpoint = cfg.rdzv_endpoint or f"127.0.0.1:{_free_port()}"
+    logger.info(
+        "data-parallel training: %d rank(s) on this node, %d node(s), rendezvous %s",
+        cfg.nproc_per_node,
+        cfg.nnodes,
+        endpoint,
+    )
+    with tempfile.TemporaryDirectory(prefix="mtl_reco-ddp-") as logs:
+        config = LaunchConfig(
+            min_nodes=cfg.nnodes,
+            max_nodes=cfg.nnodes,
+            nproc_per_node=cfg.nproc_per_node,
+            run_id=cfg.rdzv_id,
+            rdzv_backend="c10d",
+            rdzv_endpoint=endpoint,
+            rdzv_configs={"timeout": cfg.rdzv_timeout_s},
+            max_restarts=0,
+            monitor_interval=0.2,
+            start_method="spawn",
+            logs_specs=DefaultLogsSpecs(log_dir=logs),
+        )
+        try:
+            results = elastic_launch(config, run_rank)(job)
+        except ChildFailedError as exc:
+            rank, failure = exc.get_first_failure()
+            message = failure.message
+            if isinstance(message, dict):
+                message = message.get("message", message)
+            lines = str(message).strip().splitlines() or ["no message"]
+            raise DistributedTrainingError(
+                f"data-parallel training failed on rank {rank} "
+                f"(exit code {failure.exitcode}): {lines[-1]}"
+            ) from None
+    return dict(results[min(results)])
+
+
+def _configure_worker_logging(rank: int) -> None:
+    """Rank 0 logs the training at INFO on stderr; the others warnings only."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(message)s"))
+    root = logging.getLogger("mtl_reco")
+    root.handlers = [handler]
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    root.propagate = False
+
+
+def run_rank(job: DistributedJob) -> dict[str, Any]:
+    """Body of one rank (started by :func:`launch` or by ``torchrun``).
+
+    Reads ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and ``LOCAL_WORLD_SIZE``
+    from the environment the launcher sets, joins the process group and
+    trains this rank's shard.
+
+    Returns:
+        ``{"state": state_dict on the CPU, "result": TrainResult.to_dict()}``.
+    """
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = int(os.environ["WORLD_SIZE"])
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    _configure_worker_logging(rank)
+    cfg = job.trainer
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    backend = cfg.distributed.backend
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    threads = cfg.num_threads
+    if threads is None and device.type == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // local_world)
+    config = TrainerConfig.from_dict(
+        {**cfg.to_dict(), "device": str(device), "num_threads": threads}
+    )
+    dist.init_process_group(backend)
+    try:
+        schema = FeatureSchema.from_dict(job.feature_schema)
+        torch.manual_seed(cfg.seed)  # the same initialisation on every rank
+        net = build_model(
+            job.model.name, schema, job.model.tasks, job.model.build_config()
+        )
+        strategy = build_strategy(
+            job.weighting.name, net.task_names, job.weighting.build_config()
+        )
+        tasks = list(net.task_names)
+        train_rows = shard_rows(split_rows(job.train), rank, world, equal=True)
+        valid_rows = shard_rows(split_rows(job.valid), rank, world, equal=False)
+        train_table = load_split(
+            job.train, schema, tasks, config, job.data_mode, rows=train_rows
+        )
+        valid_table = load_split(
+            job.valid, schema, tasks, config, job.data_mode, rows=valid_rows
+        )
+        logger.info(
+            "rank %d/%d: %d training rows %s, %d validation rows, %s, device %s",
+            rank,
+            world,
+            len(train_table),
+            train_rows,
+            len(valid_table),
+            job.data_mode,
+            device,
+        )
+        result = train(net, train_table, valid_table, strategy, config)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        return {"state": state, "result": result.to_dict(), "world_size": world}
+    finally:
+        dist.destroy_process_group()
