@@ -58,6 +58,16 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
         "proportional to the data (each stage in its own process: its peak RSS is "
         "its own).",
     ]),
+    "scale": ("Training at scale: streaming input and DDP ranks", [
+        "Streamed from parquet, training runs at {stream_vs_memory_min:.2f}x to "
+        "{stream_vs_memory_max:.2f}x memory mode's samples/s (one rank).",
+        "Two gloo ranks on this 2-core machine run at {two_ranks_vs_one_min:.2f}x to "
+        "{two_ranks_vs_one_max:.2f}x one process: data parallelism pays where each "
+        "rank has a device (or cores) of its own.",
+        "The whole streamed run (data half, one epoch, evaluation, export) ended with "
+        "exit status {pipeline_exit_status} at a peak RSS of "
+        "{pipeline_peak_rss_mb:,.0f} MB.",
+    ]),
     "serving": ("Serving: ONNX Runtime vs PyTorch eager", [
         "At batch 1 ONNX Runtime answers {latency_speedup_min:.1f}x to "
         "{latency_speedup_max:.1f}x faster than PyTorch eager (median latency): a "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mtl_reco.experiment.config import EvaluationConfig
 from mtl_reco.experiment.distributed import DistributedTrainingError
@@ -141,3 +142,40 @@ def test_a_failing_rank_ends_the_training_with_one_error_naming_it():
     spec = WeightingSpec.from_dict({"name": "fixed"})
     with pytest.raises(DistributedTrainingError, match=r"rank 1 .*non-finite"):
         train_model(train, valid, SCHEMA, MODEL, spec, _config(2, epochs=1))
+
+
+def test_torchrun_from_the_command_line_trains_the_same_model(tmp_path):
+    """The cluster path: ``torchrun`` starts the ranks on files of a data run."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "data" / "05_model_input"
+    folder.mkdir(parents=True)
+    train, valid = _frame(2048, 11), _frame(600, 12)
+    write_parquet(train, folder / "encoded_train.parquet")
+    write_parquet(valid, folder / "encoded_valid.parquet")
+    (folder / "feature_schema.json").write_text(json.dumps(SCHEMA))
+    trainer = {**_config(1, batch_size=2048, epochs=3).to_dict(), "distributed": {}}
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m",
+         "mtl_reco.experiment.distributed", "--data-dir", str(tmp_path / "data"),
+         "--model", json.dumps(MODEL.to_dict()), "--weighting", '{"name": "gradnorm"}',
+         "--trainer", json.dumps(trainer), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(tmp_path / "out" / "model_state.pt", weights_only=True)
+    history = json.loads((tmp_path / "out" / "training_history.json").read_text())
+    assert history["epochs_run"] == 3
+    single, _, _ = train_model(
+        FrameTable(train),
+        FrameTable(valid),
+        SCHEMA,
+        MODEL,
+        WeightingSpec.from_dict({"name": "gradnorm"}),
+        _config(1, batch_size=2048, epochs=3),
+    )
+    assert _max_diff(single, state) < 1e-5

@@ -255,3 +255,33 @@ def evaluation_config():
     from mtl_reco.experiment.config import EvaluationConfig
 
     return EvaluationConfig(group_column=None, batch_size=512)
+
+
+def test_a_long_epoch_without_a_terminal_logs_its_progress(monkeypatch, caplog):
+    from mtl_reco.modeling import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "_PROGRESS_LOG_S", 0.0)
+    train, valid = FrameTable(_frame(2048, 1)), FrameTable(_frame(512, 2))
+    cfg = TrainerConfig.from_dict({**TRAINER.to_dict(), "epochs": 1, "progress": True})
+    with caplog.at_level("INFO", logger="mtl_reco.modeling.trainer"):
+        train_model(train, valid, _schema().to_dict(), MODEL, FIXED, cfg)
+    lines = [r.getMessage() for r in caplog.records if "samples/s, about" in r.message]
+    assert [line.split(",")[0] for line in lines] == [
+        f"epoch 1/1: batch {b}/8 ({100 * b / 8:.0f} %)" for b in range(1, 9)
+    ]
+
+
+def test_max_batches_per_epoch_ends_each_epoch_early(tmp_path):
+    table, _ = _parquet(tmp_path, 4000, 9, 500, "t", numbered=False)
+    valid = FrameTable(_frame(500, 2))
+    for mode in ("memory", "stream"):
+        cfg = TrainerConfig.from_dict(
+            {**TRAINER.to_dict(), "data": mode, "max_batches_per_epoch": 3}
+        )
+        _, _, history = train_model(
+            table, valid, _schema().to_dict(), MODEL, FIXED, cfg
+        )
+        for epoch in history["epochs"]:
+            seconds = epoch["epoch_time_s"]
+            assert round(epoch["samples_per_s"] * seconds) == 3 * 256
+    assert not [t for t in threading.enumerate() if t.name == "mtl_reco-prefetch"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import sys
 import tempfile
@@ -93,7 +94,8 @@ def launch(job: DistributedJob) -> dict[str, Any]:
     """Train ``job`` on ``nproc_per_node`` local ranks (and other nodes).
 
     Returns:
-        What :func:`run_rank` returned on the lowest global rank of this node.
+        What :func:`run_rank` returned on the lowest global rank of this node,
+        with ``peak_rss_mb`` the list of this node's ranks' peaks.
 
     Raises:
         DistributedTrainingError: A rank failed; names it and its error.
@@ -136,7 +138,9 @@ def launch(job: DistributedJob) -> dict[str, Any]:
                 f"data-parallel training failed on rank {rank} "
                 f"(exit code {failure.exitcode}): {lines[-1]}"
             ) from None
-    return dict(results[min(results)])
+    outcome = dict(results[min(results)])
+    outcome["peak_rss_mb"] = [results[r]["peak_rss_mb"] for r in sorted(results)]
+    return outcome
 
 
 def _configure_worker_logging(rank: int) -> None:
@@ -157,7 +161,8 @@ def run_rank(job: DistributedJob) -> dict[str, Any]:
     trains this rank's shard.
 
     Returns:
-        ``{"state": state_dict on the CPU, "result": TrainResult.to_dict()}``.
+        ``{"state": state_dict on the CPU, "result": TrainResult.to_dict(),
+        "world_size": ..., "peak_rss_mb": this process's peak RSS}``.
     """
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -209,6 +214,78 @@ def run_rank(job: DistributedJob) -> dict[str, Any]:
         )
         result = train(net, train_table, valid_table, strategy, config)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        return {"state": state, "result": result.to_dict(), "world_size": world}
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {
+            "state": state,
+            "result": result.to_dict(),
+            "world_size": world,
+            "peak_rss_mb": round(peak, 1),
+        }
     finally:
         dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``torchrun ... -m mtl_reco.experiment.distributed``: train from files.
+
+    For clusters whose scheduler starts ``torchrun`` itself: every rank reads
+    the encoded splits and the feature schema that ``kedro run
+    --pipelines=data_processing`` wrote, trains its shard, and rank 0 writes
+    the model (``model_state.pt``, ``model_spec.json``) and the
+    ``training_history.json`` to ``--out``.
+    """
+    import argparse
+    import json
+    from pathlib import Path
+
+    from mtl_reco.experiment.loading import resolve_data_mode
+    from mtl_reco.tables import ParquetTable
+
+    parser = argparse.ArgumentParser(prog="python -m mtl_reco.experiment.distributed")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument(
+        "--model", default='{"name": "mmoe"}', help="model block (JSON)"
+    )
+    parser.add_argument("--weighting", default='{"name": "fixed"}', help="JSON")
+    parser.add_argument("--trainer", default="{}", help="trainer block (JSON)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    folder = args.data_dir / "05_model_input"
+    schema = json.loads((folder / "feature_schema.json").read_text())
+    train_table = ParquetTable(folder / "encoded_train.parquet")
+    valid_table = ParquetTable(folder / "encoded_valid.parquet")
+    trainer = TrainerConfig.from_dict(
+        {"checkpoint_dir": None, **json.loads(args.trainer)}
+    )
+    mode = resolve_data_mode(
+        trainer.data, [train_table, valid_table], FeatureSchema.from_dict(schema)
+    )
+    job = DistributedJob(
+        train_table,
+        valid_table,
+        schema,
+        ModelSpec.from_dict(json.loads(args.model)),
+        WeightingSpec.from_dict(json.loads(args.weighting)),
+        trainer,
+        mode,
+    )
+    outcome = run_rank(job)
+    if int(os.environ["RANK"]) == 0:
+        net = build_model(
+            job.model.name,
+            FeatureSchema.from_dict(schema),
+            job.model.tasks,
+            job.model.build_config(),
+        )
+        net.load_state_dict(outcome["state"])
+        args.out.mkdir(parents=True, exist_ok=True)
+        torch.save(outcome["state"], args.out / "model_state.pt")
+        (args.out / "model_spec.json").write_text(json.dumps(net.spec(), indent=2))
+        (args.out / "training_history.json").write_text(
+            json.dumps(outcome["result"], indent=2, default=str)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

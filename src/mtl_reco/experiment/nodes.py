@@ -146,6 +146,7 @@ def train_model(
         config = TrainerConfig.from_dict(
             {**trainer.to_dict(), "checkpoint_dir": str(where), "resume": resumable}
         )
+    ranks = None
     try:
         if distributed:
             job = DistributedJob(
@@ -160,6 +161,10 @@ def train_model(
             outcome = launch(job)
             net.load_state_dict(outcome["state"])
             result = TrainResult(**outcome["result"])
+            ranks = {
+                "world_size": outcome["world_size"],
+                "peak_rss_mb_per_local_rank": outcome["peak_rss_mb"],
+            }
         else:
             train_table = load_split(encoded_train, schema, tasks, config, mode)
             valid_table = load_split(encoded_valid, schema, tasks, config, mode)
@@ -186,6 +191,8 @@ def train_model(
         "stopped_early": result.stopped_early,
         "epochs_run": result.epochs_run,
         "resumed_from": result.resumed_from,
+        "data": mode,
+        "distributed": ranks,
         "epochs": result.history,
     }
     return net.state_dict(), spec, history

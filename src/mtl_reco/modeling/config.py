@@ -199,6 +199,9 @@ class TrainerConfig(StrictConfig):
             ``stream`` mode.
         distributed: Data-parallel training over several processes
             (:class:`DistributedConfig`); one process by default.
+        max_batches_per_epoch: End each epoch after this many batches
+            (``None``: the whole split); for smoke runs and benchmarks on
+            large data.
     """
 
     device: str = "auto"
@@ -221,6 +224,7 @@ class TrainerConfig(StrictConfig):
     stream_buffer_rows: int = Field(default=1_000_000, ge=1)
     prefetch_batches: int = Field(default=4, ge=1)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)

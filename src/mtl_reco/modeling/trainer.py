@@ -105,6 +105,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 _CHECKPOINT_FORMAT = 1
 _CUDA_GUARD_EVERY = 32
+_PROGRESS_LOG_S = 60.0
 
 
 class TrainingError(RuntimeError):
@@ -555,6 +556,8 @@ class Trainer:
         n_rows = 0
         batch_size = self._local_batch_size
         n_batches = table.num_batches(batch_size, cfg.drop_last)
+        if cfg.max_batches_per_epoch is not None:
+            n_batches = min(n_batches, cfg.max_batches_per_epoch)
         lrs = {
             g.get("name", str(i)): float(g["lr"])
             for i, g in enumerate(opt.param_groups)
@@ -570,6 +573,9 @@ class Trainer:
             disable=None if cfg.progress and self.rank == 0 else True,
             leave=False,
         ) as bar:
+            # no bar (a log file, cron): a progress line every minute instead
+            log_progress = cfg.progress and bool(bar.disable) and self.rank == 0
+            last_log = start
             batches = table.batches(
                 batch_size,
                 shuffle=True,
@@ -578,6 +584,11 @@ class Trainer:
                 device=dev,
             )
             for b, batch in enumerate(batches):
+                if b == n_batches:  # max_batches_per_epoch: stop the reader too
+                    close = getattr(batches, "close", None)
+                    if close is not None:
+                        close()
+                    break
                 with self._step_sync():
                     with self._autocast():
                         outputs = self._forward(batch.sparse, batch.dense)
@@ -604,6 +615,11 @@ class Trainer:
                 weight_sum.add_(weights)
                 n_rows += rows
                 bar.update(1)
+                if log_progress and time.perf_counter() - last_log >= _PROGRESS_LOG_S:
+                    last_log = time.perf_counter()
+                    self._log_progress(
+                        epoch, b + 1, n_batches, n_rows, last_log - start
+                    )
                 if cfg.log_every and (b + 1) % cfg.log_every == 0:
                     running = (loss_sum[:n_tasks] / n_rows).tolist()
                     shown = {
@@ -646,6 +662,22 @@ class Trainer:
             "epoch_time_s": elapsed,
             "samples_per_s": n_rows / elapsed if elapsed > 0 else float("nan"),
         }
+
+    def _log_progress(
+        self, epoch: int, done: int, total: int, rows: int, elapsed: float
+    ) -> None:
+        rate = rows * self.world_size / elapsed
+        left = elapsed * (total - done) / max(done, 1)
+        logger.info(
+            "epoch %d/%d: batch %d/%d (%.0f %%), %.0f samples/s, about %.0f min left",
+            epoch,
+            self.config.epochs,
+            done,
+            total,
+            100.0 * done / max(total, 1),
+            rate,
+            left / 60.0,
+        )
 
     def _clip_gradients(self, max_norm: float) -> None:
         if self.config.sparse_embedding_grad:
