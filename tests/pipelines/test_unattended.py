@@ -300,6 +300,38 @@ def test_interrupted_and_killed_runs_change_nothing_and_are_closed(project, tmp_
     assert changed and all("model_comparison" in k for k in changed)
 
 
+def _processes_in(folder: Path) -> list[int]:
+    """Pids of the processes whose working directory is ``folder``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cwd").resolve() == folder.resolve():
+                pids.append(int(entry.name))
+        except OSError:  # gone, or not ours
+            continue
+    return pids
+
+
+def test_sigterm_during_data_parallel_training_unwinds_the_run(project, tmp_path):
+    """The launcher's own signal handling must not swallow the run guard's."""
+    before = checksums(project)
+    log = tmp_path / "ddp.log"
+    args = ("--pipeline=train_mmoe", "--env", "test", "--params",
+            LONG + ",trainer.distributed.nproc_per_node=2")  # fmt: skip
+    proc = start(project, log, *args)
+    wait_for(log, "[rank 0] INFO epoch 2/", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    assert "error: run interrupted by SIGTERM" in log.read_text()
+    assert checksums(project) == before
+    assert history(project)[-1]["status"] == "interrupted"
+    assert mlflow_runs(project)[-1].info.status == "KILLED"
+    deadline = time.monotonic() + 30
+    while _processes_in(project) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_in(project) == []  # no rank left behind
+
+
 def _state(project: Path) -> dict[str, torch.Tensor]:
     return torch.load(
         latest(project, "data/06_models/mmoe/model_state.pt"), weights_only=True

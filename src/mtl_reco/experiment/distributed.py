@@ -32,9 +32,13 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
 import socket
 import sys
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +94,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_AGENT_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+@contextmanager
+def _signals_kept() -> Iterator[dict[int, Any]]:
+    """Restore this process's signal handlers after the launcher replaced them.
+
+    The elastic agent installs its own handlers (they stop the workers and
+    raise ``SignalException``) and does not put the previous ones back; the
+    caller's (the run guard's SIGTERM/SIGINT handling) must survive it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    saved = {
+        int(sig): signal.getsignal(sig)
+        for sig in (getattr(signal, name, None) for name in _AGENT_SIGNALS)
+        if sig is not None
+    }
+    try:
+        yield saved
+    finally:
+        for number, handler in saved.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
 def launch(job: DistributedJob) -> dict[str, Any]:
     """Train ``job`` on ``nproc_per_node`` local ranks (and other nodes).
 
@@ -100,7 +131,10 @@ def launch(job: DistributedJob) -> dict[str, Any]:
     Raises:
         DistributedTrainingError: A rank failed; names it and its error.
     """
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing import (
+        DefaultLogsSpecs,
+        SignalException,
+    )
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -112,7 +146,10 @@ def launch(job: DistributedJob) -> dict[str, Any]:
         cfg.nnodes,
         endpoint,
     )
-    with tempfile.TemporaryDirectory(prefix="mtl_reco-ddp-") as logs:
+    with (
+        tempfile.TemporaryDirectory(prefix="mtl_reco-ddp-") as logs,
+        _signals_kept() as handlers,
+    ):
         config = LaunchConfig(
             min_nodes=cfg.nnodes,
             max_nodes=cfg.nnodes,
@@ -128,6 +165,14 @@ def launch(job: DistributedJob) -> dict[str, Any]:
         )
         try:
             results = elastic_launch(config, run_rank)(job)
+        except SignalException as exc:
+            # the agent has stopped the ranks; now what this process would
+            # have done on that signal (the run guard: interrupt the run)
+            previous: Callable[..., Any] | int | None = handlers.get(int(exc.sigval))
+            if callable(previous):
+                signal.signal(int(exc.sigval), previous)
+                previous(int(exc.sigval), None)
+            raise
         except ChildFailedError as exc:
             rank, failure = exc.get_first_failure()
             message = failure.message
