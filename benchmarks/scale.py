@@ -12,7 +12,9 @@ Ali-CCP train file's scale). For every size, data mode (``memory``,
 ``conf/base`` for ``--batches`` global batches of 2048 rows
 (``trainer.max_batches_per_epoch``) and reports samples/s (the epoch's rows
 over its seconds, the first buffer fill included) and peak RSS: that of the
-process, plus each rank's own under DDP (the ranks are its children). The
+process, plus each rank's own under DDP (the ranks are its children), read
+from Linux's ``VmHWM`` (``ru_maxrss`` of a child started from a large
+process reports the parent's size). The
 largest size memory mode can train here is extrapolated from a straight
 line through its peak RSS over the sizes, up to 90 % of the machine's memory.
 
@@ -20,7 +22,7 @@ line through its peak RSS over the sizes, up to 90 % of the machine's memory.
 ``kedro run --pipelines=train_mmoe --params
 "sources.simulated.n_rows=N,trainer.data=stream,trainer.epochs=1"`` in a
 temporary copy of the project, data half included: exit status, wall time,
-peak RSS of the kedro process (``os.wait4``), seconds per node (from the
+peak RSS of the kedro process (its ``VmHWM``, polled), seconds per node (from the
 log), training samples/s and test AUCs (from the run's artefacts).
 
     python benchmarks/scale.py                       # ~1 h on 2 cores (40 M pipeline)
@@ -111,9 +113,8 @@ def _write_sizes(root: Path, opts: Options) -> dict[int, Path]:
 
 def _train_child(spec_path: str) -> None:
     """One measurement (child process): the training node, a JSON line out."""
-    import resource
-
     import _simulated
+    from mtl_reco.experiment.distributed import peak_rss_mb
     from mtl_reco.experiment.nodes import train_model
     from mtl_reco.modeling.models.registry import ModelSpec
     from mtl_reco.modeling.weighting.registry import WeightingSpec
@@ -147,8 +148,7 @@ def _train_child(spec_path: str) -> None:
         "samples_per_s": epoch["samples_per_s"],
         "epoch_s": epoch["epoch_time_s"],
         "node_s": time.perf_counter() - start,
-        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        / 1024,
+        "process_peak_rss_mb": peak_rss_mb(),
         "rank_peak_rss_mb": ranks,
     }
     print("RESULT " + json.dumps(out), flush=True)
@@ -271,6 +271,9 @@ def _pipeline(root: Path, rows: int) -> dict[str, Any]:
     log_path = root / "pipeline.log"
     harness.say(f"running {' '.join(command)} in {project}")
     start = time.perf_counter()
+    from mtl_reco.experiment.distributed import peak_rss_mb
+
+    peak = 0.0
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             [kedro, *command[1:]],
@@ -279,15 +282,19 @@ def _pipeline(root: Path, rows: int) -> dict[str, Any]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
+        # VmHWM only grows: its last reading is the peak up to that moment
+        while proc.poll() is None:
+            peak = max(peak, peak_rss_mb(proc.pid) or 0.0)
+            time.sleep(0.5)
+        status = proc.returncode
     wall = time.perf_counter() - start
     text = log_path.read_text(encoding="utf-8", errors="replace")
     out: dict[str, Any] = {
         "command": " ".join(command[:-1]) + f' "{params}"',
         "rows": rows,
-        "exit_status": os.waitstatus_to_exitcode(status),
+        "exit_status": status,
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak, 1),
         "node_s": _node_seconds(text),
     }
     if out["exit_status"] != 0:

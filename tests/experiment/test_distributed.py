@@ -25,7 +25,7 @@ from mtl_reco.experiment.loading import load_tensor_table
 from mtl_reco.experiment.nodes import evaluate_experiment, rebuild_model, train_model
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.evaluation import evaluate_model
-from mtl_reco.modeling.models.registry import ModelSpec
+from mtl_reco.modeling.models.registry import ModelSpec, available_models
 from mtl_reco.modeling.weighting.registry import WeightingSpec
 from mtl_reco.tables import FrameTable, ParquetTable, write_parquet
 
@@ -65,6 +65,29 @@ def test_two_ranks_take_the_steps_of_one_process_on_the_global_batch(weighting):
         states[ranks], _, history = train_model(train, valid, SCHEMA, MODEL, spec, cfg)
         assert history["epochs_run"] == 4
     assert _max_diff(states[1], states[2]) < 1e-5
+
+
+SMALL = {
+    "shared_bottom": {"bottom_dims": [8], "tower_dims": [4]},
+    "esmm": {"ctr_dims": [8], "cvr_dims": [8]},
+    "ple": {"n_levels": 1, "expert_dims": [8], "tower_dims": [4]},
+    "aitm": {"tower_dims": [8]},
+}
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_every_architecture_trains_on_two_ranks_like_one_process(arch):
+    """DDP needs every parameter to get a gradient each step (AITM's calibrator,
+    ESMM's latent CVR tower, PLE's task experts)."""
+    assert set(SMALL) | {"mmoe"} <= set(available_models())
+    model = ModelSpec.from_dict({"name": arch, "params": SMALL[arch]})
+    train, valid = FrameTable(_frame(1024, 13)), FrameTable(_frame(400, 14))
+    spec = WeightingSpec.from_dict({"name": "uwl"})
+    states = [
+        train_model(train, valid, SCHEMA, model, spec, _config(r, batch_size=1024))[0]
+        for r in (1, 2)
+    ]
+    assert _max_diff(*states) < 1e-5
 
 
 def test_mini_batches_on_two_ranks_reach_the_quality_of_one_process(tmp_path):

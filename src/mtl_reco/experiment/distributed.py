@@ -56,7 +56,13 @@ from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
 from mtl_reco.schema import FeatureSchema
 from mtl_reco.tables import Table
 
-__all__ = ["DistributedJob", "DistributedTrainingError", "launch", "run_rank"]
+__all__ = [
+    "DistributedJob",
+    "DistributedTrainingError",
+    "launch",
+    "peak_rss_mb",
+    "run_rank",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +204,25 @@ def _configure_worker_logging(rank: int) -> None:
     root.propagate = False
 
 
+def peak_rss_mb(pid: int | str = "self") -> float | None:
+    """Peak resident memory of a process since it started its program, in MB.
+
+    Linux's ``VmHWM`` (reset by ``exec``); ``getrusage``'s ``ru_maxrss``
+    is not (a child started from a large process reports the parent's size),
+    so it is the fallback for this process only, elsewhere.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    if pid == "self":
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return None
+
+
 def run_rank(job: DistributedJob) -> dict[str, Any]:
     """Body of one rank (started by :func:`launch` or by ``torchrun``).
 
@@ -259,12 +284,11 @@ def run_rank(job: DistributedJob) -> dict[str, Any]:
         )
         result = train(net, train_table, valid_table, strategy, config)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {
             "state": state,
             "result": result.to_dict(),
             "world_size": world,
-            "peak_rss_mb": round(peak, 1),
+            "peak_rss_mb": peak_rss_mb(),
         }
     finally:
         dist.destroy_process_group()

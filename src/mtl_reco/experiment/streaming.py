@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from mtl_reco.modeling.data import Batch, TensorTable
+from mtl_reco.modeling.data import Batch, TensorTable, batch_count
 from mtl_reco.schema import FeatureSchema, SchemaError
 from mtl_reco.tables import DEFAULT_CHUNK_ROWS, ParquetTable, Table
 
@@ -314,8 +314,7 @@ class StreamingTable:
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Number of batches :meth:`batches` yields."""
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        return batch_count(len(self), batch_size, drop_last)
 
     def batches(
         self,

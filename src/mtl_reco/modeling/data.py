@@ -257,8 +257,12 @@ class TensorTable:
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Number of batches :meth:`batches` yields."""
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        return batch_count(len(self), batch_size, drop_last)
+
+
+def batch_count(rows: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches of ``batch_size`` that ``rows`` rows make (the last may be short)."""
+    return rows // batch_size if drop_last else -(-rows // batch_size)
 
 
 def _stack(
