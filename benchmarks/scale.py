@@ -237,20 +237,26 @@ def _copy_project(target: Path) -> Path:
 
 
 def _node_seconds(log: str) -> dict[str, int]:
-    """Seconds per node from Kedro's ``Running node`` / ``Completed node`` lines."""
-    stamp = r"(\d\d):(\d\d):(\d\d)"
-    started: dict[str, int] = {}
+    """Seconds per node from Kedro's ``Running node`` / ``Completed node`` lines.
+
+    The sequential runner runs one node at a time, so a ``Completed node:
+    <namespace>.<name>`` line closes the last ``Running node: <name>`` line.
+    """
+    started: int | None = None
     out: dict[str, int] = {}
     for line in log.splitlines():
-        match = re.match(rf"{stamp}\s.*(Running|Completed) node: ([\w.]+)", line)
+        match = re.match(
+            r"(\d\d):(\d\d):(\d\d)\s.*(Running|Completed) node: ([\w.]+)", line
+        )
         if not match:
             continue
-        h, m, s, what, node = match.groups()
-        t = int(h) * 3600 + int(m) * 60 + int(s)
+        h, m, sec, what, node = match.groups()
+        t = int(h) * 3600 + int(m) * 60 + int(sec)
         if what == "Running":
-            started[node] = t
-        elif node in started:
-            out[node] = (t - started[node]) % 86400
+            started = t
+        elif started is not None:
+            out[node] = (t - started) % 86400
+            started = None
     return out
 
 
