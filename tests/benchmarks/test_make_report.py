@@ -159,11 +159,11 @@ def test_missing_odd_and_unreadable_files(
     make_report: ModuleType, results: Path
 ) -> None:
     report = make_report.build_report(results)
-    gpu = _section(report, "7. GPU check")
+    gpu = _section(report, "8. GPU check")
     assert "Not run yet: `python benchmarks/gpu_check.py` writes" in gpu
     contents = report.split("## Contents")[1].split("\n## ")[0]
     assert "(not run yet)" in contents and "my_extra" in contents
-    serving = _section(report, "5. Serving")
+    serving = _section(report, "6. Serving")
     assert "could not be read" in serving
     assert "Re-run `python benchmarks/serving.py`" in serving
     odd = next(s for s in report.split("\n## ") if "old_layout" in s.split("\n")[0])

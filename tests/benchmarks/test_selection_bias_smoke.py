@@ -94,7 +94,7 @@ def test_report_renders_it(quick: Quick, tmp_path: Path) -> None:
     assert {"esmm_auc", "naive_auc", "others_auc_min"} <= set(doc["figures"])
     (tmp_path / "selection_bias.json").write_bytes(path.read_bytes())
     report = load_make_report("make_report_for_selection_bias").build_report(tmp_path)
-    section = report.split("## 6. Sample selection bias")[1].split("\n## ")[0]
+    section = report.split("## 7. Sample selection bias")[1].split("\n## ")[0]
     assert "| naive CVR (clicked rows only) |" in section
     assert "| esmm (latent pCVR) |" in section
     assert "| oracle (true pCVR) |" in section

@@ -74,7 +74,7 @@ def test_report_renders_it(quick: Quick, tmp_path: Path) -> None:
     assert {"latency_speedup_min", "parity_max"} <= set(doc["figures"])
     (tmp_path / "serving.json").write_bytes(path.read_bytes())
     report = load_make_report("make_report_for_serving").build_report(tmp_path)
-    section = report.split("## 5. Serving")[1].split("\n## ")[0]
+    section = report.split("## 6. Serving")[1].split("\n## ")[0]
     assert "| esmm |" in section
     assert "PyTorch median" in section and "ONNX Runtime / PyTorch" in section
     assert "python benchmarks/serving.py --quick" in section
