@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from torch import distributed as dist
 
-from mtl_reco.experiment.loading import load_split, split_rows
+from mtl_reco.experiment.loading import load_split
 from mtl_reco.experiment.streaming import shard_rows
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.device import resolve_device
@@ -54,7 +54,7 @@ from mtl_reco.modeling.models.registry import ModelSpec, build_model
 from mtl_reco.modeling.trainer import TrainingError, train
 from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
 from mtl_reco.schema import FeatureSchema
-from mtl_reco.tables import Table
+from mtl_reco.tables import Table, as_table, count_rows
 
 __all__ = [
     "DistributedJob",
@@ -264,8 +264,12 @@ def run_rank(job: DistributedJob) -> dict[str, Any]:
             job.weighting.name, net.task_names, job.weighting.build_config()
         )
         tasks = list(net.task_names)
-        train_rows = shard_rows(split_rows(job.train), rank, world, equal=True)
-        valid_rows = shard_rows(split_rows(job.valid), rank, world, equal=False)
+        train_rows = shard_rows(
+            count_rows(as_table(job.train)), rank, world, equal=True
+        )
+        valid_rows = shard_rows(
+            count_rows(as_table(job.valid)), rank, world, equal=False
+        )
         train_table = load_split(
             job.train, schema, tasks, config, job.data_mode, rows=train_rows
         )

@@ -27,14 +27,13 @@ from mtl_reco.experiment.streaming import (
 from mtl_reco.modeling.config import TrainerConfig
 from mtl_reco.modeling.data import BatchSource, TensorTable
 from mtl_reco.schema import FeatureSchema
-from mtl_reco.tables import Table, count_rows
+from mtl_reco.tables import Table, as_table, count_rows
 
 __all__ = [
     "MEMORY_SHARE",
     "load_split",
     "load_tensor_table",
     "resolve_data_mode",
-    "split_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,11 +73,6 @@ def load_tensor_table(
     return load_rows(table, schema, tasks, extra_columns, rows)
 
 
-def split_rows(table: Table | pd.DataFrame) -> int:
-    """Rows of a split without loading it (a parquet file: its footer)."""
-    return len(table) if isinstance(table, pd.DataFrame) else count_rows(table)
-
-
 def bytes_per_row(schema: FeatureSchema, n_tasks: int) -> int:
     """Memory of one encoded row held as tensors (int32 ids, float32 values)."""
     return 4 * (len(schema.sparse_names) + len(schema.dense_names) + n_tasks)
@@ -95,7 +89,7 @@ def resolve_data_mode(
     """
     if mode != "auto":
         return mode
-    rows = sum(split_rows(t) for t in tables)
+    rows = sum(count_rows(as_table(t)) for t in tables)
     need = rows * bytes_per_row(schema, len(schema.task_names))
     available = available_memory_bytes()
     limit = MEMORY_SHARE * available if available is not None else 1 << 30

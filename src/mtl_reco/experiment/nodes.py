@@ -26,22 +26,20 @@ from mtl_reco.experiment.loading import (
     load_split,
     load_tensor_table,
     resolve_data_mode,
-    split_rows,
 )
 from mtl_reco.experiment.streaming import StreamingTable
 from mtl_reco.modeling.config import TrainerConfig
-from mtl_reco.modeling.data import BatchSource
 from mtl_reco.modeling.device import resolve_device
-from mtl_reco.modeling.evaluation import evaluate_model, predict
+from mtl_reco.modeling.evaluation import evaluate_outputs, predict_raw
 from mtl_reco.modeling.export import check_parity, export_onnx
-from mtl_reco.modeling.models.base import MultiTaskModel
+from mtl_reco.modeling.models.base import MultiTaskModel, to_predictions
 from mtl_reco.modeling.models.registry import ModelSpec, build_model, model_from_spec
 from mtl_reco.modeling.trainer import TrainResult, train
 from mtl_reco.modeling.weighting.registry import WeightingSpec, build_strategy
 from mtl_reco.reporting import plots
 from mtl_reco.schema import FeatureSchema
 from mtl_reco.serving import OnnxPredictor
-from mtl_reco.tables import Table
+from mtl_reco.tables import Table, as_table, count_rows
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +110,8 @@ def train_model(
         "training %s with %s weighting on %d rows (valid %d), tasks %s, data %s%s",
         model.name,
         weighting.name,
-        split_rows(encoded_train),
-        split_rows(encoded_valid),
+        count_rows(as_table(encoded_train)),
+        count_rows(as_table(encoded_valid)),
         tasks,
         mode,
         f", {trainer.distributed.nproc_per_node} rank(s) per node"
@@ -224,17 +222,18 @@ def evaluate_experiment(
     group = (evaluation.group_column,) if evaluation.group_column else ()
     tasks = list(model.task_names)
     results: dict[str, Any] = {}
-    tables: dict[str, BatchSource] = {}
     mode = resolve_data_mode(trainer.data, [encoded_valid, encoded_test], schema)
     for split, encoded in (("valid", encoded_valid), ("test", encoded_test)):
-        tables[split] = load_split(
-            encoded, schema, tasks, trainer, mode, extra_columns=group
-        )
-        results[split] = evaluate_model(
+        table = load_split(encoded, schema, tasks, trainer, mode, extra_columns=group)
+        # one pass over the split: its scores serve the metrics and, for the
+        # test split, the predictions and the ROC chart
+        raw = predict_raw(model, table, evaluation.batch_size, trainer.device)
+        labels = table.labels_dict()
+        results[split] = evaluate_outputs(
             model,
-            tables[split],
-            batch_size=evaluation.batch_size,
-            device=trainer.device,
+            raw,
+            labels,
+            table.extras,
             group_column=evaluation.group_column,
             oracle=evaluation.oracle,
         )
@@ -250,9 +249,10 @@ def evaluate_experiment(
         "valid": results["valid"],
         "test": results["test"],
     }
-    test = tables["test"]
-    probs = predict(model, test, evaluation.batch_size, trainer.device)
-    labels = test.labels_dict()
+    probs = {
+        name: value.numpy()
+        for name, value in to_predictions(raw, model.task_types).items()
+    }
     predictions = pd.DataFrame({f"label_{t}": labels[t] for t in tasks})
     for name, values in probs.items():
         predictions[f"p_{name}"] = values
@@ -289,7 +289,7 @@ def export_model(
     model = rebuild_model(model_state, model_spec)
     rows = None
     if export.parity_rows is not None:
-        rows = (0, min(split_rows(encoded_test), export.parity_rows))
+        rows = (0, min(count_rows(as_table(encoded_test)), export.parity_rows))
     table = load_tensor_table(encoded_test, model.schema, tasks=[], rows=rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"

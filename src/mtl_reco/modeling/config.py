@@ -233,21 +233,28 @@ class TrainerConfig(StrictConfig):
     def _check_distributed(self) -> Self:
         """Settings data-parallel training cannot honour fail before the run."""
         dist = self.distributed
-        if not dist.enabled:
-            return self
-        world = dist.nproc_per_node * dist.nnodes
-        if self.batch_size % world:
+        self.check_ranks(dist.nproc_per_node * dist.nnodes)
+        return self
+
+    def check_ranks(self, world_size: int) -> None:
+        """Raise :class:`ConfigError` for settings ``world_size`` ranks cannot honour.
+
+        Also called by the trainer with the process group's size (a run
+        started by ``torchrun`` need not say its ranks in ``distributed``).
+        """
+        if world_size <= 1:
+            return
+        if self.batch_size % world_size:
             raise ConfigError(
                 f"trainer.batch_size {self.batch_size} (the global batch) must be "
-                f"a multiple of the number of ranks, {world}"
+                f"a multiple of the number of ranks, {world_size}"
             )
         for key in ("sparse_embedding_grad", "compile"):
             if getattr(self, key):
                 raise ConfigError(
                     f"trainer.{key} is not supported with data-parallel training "
-                    f"(trainer.distributed: {world} ranks); set it to false"
+                    f"({world_size} ranks); set it to false"
                 )
-        return self
 
     @model_validator(mode="after")
     def _check_device(self) -> Self:

@@ -276,31 +276,19 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------
     def _setup_distributed(self) -> None:
-        cfg, world = self.config, self.world_size
-        unsupported = [
-            name
-            for name, on in (
-                ("sparse_embedding_grad", cfg.sparse_embedding_grad),
-                ("compile", cfg.compile),
-            )
-            if on
-        ]
-        if unsupported:
-            raise ConfigError(
-                f"trainer.{unsupported[0]} is not supported with data-parallel "
-                f"training ({world} ranks); set it to false"
-            )
-        if cfg.batch_size % world:
-            raise ConfigError(
-                f"trainer.batch_size {cfg.batch_size} (the global batch) must be "
-                f"a multiple of the number of ranks, {world}"
-            )
+        self.config.check_ranks(self.world_size)
         self._ddp = DistributedDataParallel(
             self.model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
         )
         self._forward = self._ddp
         self.strategy.set_reducer(self._mean_over_ranks)
+        # gradients DDP's hooks do not average: the strategy's own parameters,
+        # and the model's when the strategy runs in no_sync
+        synced = list(self.strategy.parameters())
+        if self.strategy.reuses_graph:
+            synced = [*self._model_params, *synced]
+        self._synced_params = [p for p in synced if p.requires_grad]
 
     def _mean_over_ranks(self, tensors: Any) -> None:
         """Average tensors in place over the ranks (one all-reduce)."""
@@ -315,10 +303,7 @@ class Trainer:
 
     def _sync_gradients(self) -> None:
         """Average the gradients DDP's hooks did not (see the module doc)."""
-        params = list(self.strategy.parameters())
-        if self.strategy.reuses_graph:
-            params = [*self._model_params, *params]
-        params = [p for p in params if p.requires_grad]
+        params = self._synced_params
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
